@@ -1,0 +1,96 @@
+"""Every field of a run, with its meaning and unit. Variants import this and override.
+
+The defaults are the paper's SRGAN recipe (Ledig et al. 2017, x4) except where a field
+says otherwise; `configs/srresnet.py` and `configs/srgan.py` are the two phases.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.seed = 0  # Seeds parameter init, the per-step RNG and the data stream.
+  # SRGAN phase: a run directory or checkpoint directory of an SRResNet run whose
+  # generator (params, batch stats, EMA) initialises G. Empty: G starts from scratch.
+  config.init_from = ''
+
+  config.generator = ml_collections.ConfigDict()
+  config.generator.num_blocks = 16  # Residual blocks in the SRResNet body.
+  config.generator.features = 64  # Channels of the body convolutions.
+  config.generator.scale = 4  # Upscaling factor: 2, 4 or 8 (repeated x2 pixel shuffle).
+
+  config.discriminator = ml_collections.ConfigDict()
+  # Channels of the 8 conv layers; stride 2 on every second one.
+  config.discriminator.features = (64, 64, 128, 128, 256, 256, 512, 512)
+  config.discriminator.dense_features = 1024  # Width of the hidden dense layer.
+
+  config.loss = ml_collections.ConfigDict()
+  # Content loss: 'pixel' (MSE on [-1, 1]), 'vgg22' or 'vgg54' (VGG19 feature MSE).
+  config.loss.content = 'vgg54'
+  config.loss.content_weight = 1.0
+  config.loss.adversarial_weight = 1e-3  # 0 turns the discriminator off (SRResNet).
+  # Steps of content-only training (D frozen and untouched) before the GAN starts.
+  config.loss.adversarial_start_step = 0
+  config.loss.tv_weight = 0.0  # Total-variation weight on SR in [-1, 1].
+  config.loss.vgg_feature_scale = 1 / 12.75  # Features are multiplied by this.
+  config.loss.vgg_after_activation = True  # phi_i,j after its ReLU (paper) or before.
+
+  config.vgg = ml_collections.ConfigDict()
+  # Where the ImageNet weights came from: 'keras' or 'torchvision' (see
+  # `python -m srgan_jax.models.vgg fetch --help`). Decides the input preprocessing.
+  config.vgg.source = 'keras'
+  # Converted params file (.npz). Empty: <cache_dir>/vgg19_<source>.npz.
+  config.vgg.params_path = ''
+  # Cache for converted weights. Empty: $SRGAN_JAX_CACHE or ~/.cache/srgan_jax.
+  config.vgg.cache_dir = ''
+  # Random VGG weights, for mechanics tests only; logs a warning at every start.
+  config.vgg.allow_random_weights = False
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-4  # Same schedule for G and D.
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  # Steps at which the learning rate is multiplied by `lr_decay_factor`.
+  config.optimizer.lr_decay_steps = ()
+  config.optimizer.lr_decay_factor = 0.1
+
+  config.data = ml_collections.ConfigDict()
+  # Training images: 'folder:PATH' (any tree of image files), 'tfds:NAME[/CONFIG]'
+  # or 'skimage:NAME,NAME' (natural images shipped inside scikit-image).
+  config.data.source = 'tfds:div2k/bicubic_x4'
+  config.data.tfds_split = 'train'
+  config.data.tfds_image_key = 'hr'  # Which feature of the TFDS records is the HR image.
+  config.data.tfds_data_dir = ''  # Empty: TFDS's default (~/tensorflow_datasets).
+  config.data.hr_crop_size = 96  # HR patch side in pixels; LR is this / scale.
+  # Data shards; each process loads the shards its rows of the global batch use.
+  # 0: one per process. The data stream depends on this, not on the process count.
+  config.data.num_shards = 0
+  config.data.cache_max_bytes = 16 * 2**30  # Bound on decoded uint8 images per process.
+  config.data.decode_threads = 8  # Threads decoding images at start-up.
+  config.data.prefetch_batches = 2  # Batches prepared ahead on the device.
+  # Round LR to uint8 levels after each bicubic pass, as MATLAB does for the
+  # official benchmark LR files, so that training LR looks like test LR.
+  config.data.quantize_lr = True
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 16  # Global batch (all processes), in HR crops.
+  config.train.num_steps = 200_000
+  config.train.ema_decay = 0.0  # EMA of G's params; 0 = off (EMA equals params).
+  # Convolution compute dtype: 'float32' or 'bfloat16' (params, optimiser states
+  # and loss reductions stay float32).
+  config.train.compute_dtype = 'float32'
+  config.train.log_every_steps = 100
+  config.train.image_every_steps = 1000
+  config.train.checkpoint_every_steps = 5000
+  config.train.keep_checkpoints = 3  # Most recent checkpoints kept.
+
+  config.eval = ml_collections.ConfigDict()
+  # Evaluation sets, in the same source syntax as data.source; a folder holding
+  # HR/ (and LR_bicubic/X<scale>/) is read as a benchmark set.
+  config.eval.sets = ()
+  config.eval.every_steps = 0  # 0: only at the end of the run.
+  config.eval.best_metric = 'psnr_y'  # Keeps workdir/best/ by this metric (higher is better).
+  config.eval.max_images = 0  # Per set; 0 = all.
+
+  return config

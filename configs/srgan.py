@@ -1,0 +1,18 @@
+"""SRGAN-VGG54, the paper's second phase.
+
+G starts from an SRResNet-MSE run: set --config.init_from=runs/srresnet. VGG54 content
+loss + 1e-3 adversarial; 1e5 steps at 1e-4, then 1e5 at 1e-5; one D step per G step.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.loss.content = 'vgg54'
+  config.loss.adversarial_weight = 1e-3
+  config.optimizer.learning_rate = 1e-4
+  config.optimizer.lr_decay_steps = (100_000,)
+  config.optimizer.lr_decay_factor = 0.1
+  config.train.num_steps = 200_000
+  return config

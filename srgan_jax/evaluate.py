@@ -1,0 +1,265 @@
+"""Evaluation as the super-resolution literature reports it, and its command line.
+
+Protocol (x4 tables of SRGAN, EDSR, RCAN, ...):
+1. HR cropped to a multiple of the scale (top-left); LR is the set's official
+   `LR_bicubic/X<s>/<name>x<s>.png` if present, else MATLAB bicubic of that HR.
+2. SR quantised to uint8.
+3. Y of YCbCr as MATLAB's `rgb2ycbcr` gives it for uint8 images (BT.601,
+   Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 with R, G, B in 0..255), rounded to
+   uint8. A gray image is its own R = G = B.
+4. `scale` pixels shaved at every border.
+5. PSNR on 0..255 Y; SSIM as Wang et al.'s `ssim_index`: 11x11 Gaussian window,
+   sigma 1.5, 'valid' filtering, K1 = 0.01, K2 = 0.03, L = 255. Averaged over images.
+
+Command line:
+  python -m srgan_jax.evaluate --data=DIR [--data=DIR2 ...] (--workdir=RUN [--step=N] |
+      --method=bicubic) [--scale=4] [--rgb]
+Prints a table, then one JSON line per dataset.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Callable, Optional
+
+import numpy as np
+
+from srgan_jax import degradation, images as image_io, input_pipeline
+
+
+def rgb_to_y(image: np.ndarray) -> np.ndarray:
+  """[H, W, 3] uint8 -> [H, W] float64 Y in 16..235, rounded to integers like MATLAB."""
+  x = image.astype(np.float64)
+  y = 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+  return np.floor(y + 0.5)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return float('inf') if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+  x = np.arange(size) - (size - 1) / 2.0
+  g = np.exp(-(x * x) / (2 * sigma * sigma))
+  return g / g.sum()
+
+
+def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
+  """Separable 'valid' correlation of [H, W] with the outer product of `window`."""
+  k = len(window)
+  rows = np.lib.stride_tricks.sliding_window_view(image, k, axis=0) @ window
+  return np.lib.stride_tricks.sliding_window_view(rows, k, axis=1) @ window
+
+
+def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+  """Mean SSIM of two [H, W] images (Wang et al. 2004, their reference settings)."""
+  a, b = a.astype(np.float64), b.astype(np.float64)
+  window = _gaussian_window()
+  c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+  mu_a, mu_b = _filter_valid(a, window), _filter_valid(b, window)
+  var_a = _filter_valid(a * a, window) - mu_a ** 2
+  var_b = _filter_valid(b * b, window) - mu_b ** 2
+  cov = _filter_valid(a * b, window) - mu_a * mu_b
+  ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+      (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+  return float(ssim_map.mean())
+
+
+def score(sr: np.ndarray, hr: np.ndarray, scale: int, rgb: bool = False) -> dict:
+  """PSNR and SSIM of uint8 [H, W, 3] SR against HR under the protocol."""
+  if sr.shape != hr.shape:
+    raise ValueError(f'SR {sr.shape} and HR {hr.shape} differ in shape')
+  crop = (slice(scale, -scale), slice(scale, -scale))
+  if rgb:
+    return {'psnr_rgb': psnr(sr[crop], hr[crop])}
+  sr_y, hr_y = rgb_to_y(sr)[crop], rgb_to_y(hr)[crop]
+  return {'psnr_y': psnr(sr_y, hr_y), 'ssim_y': ssim(sr_y, hr_y)}
+
+
+@dataclasses.dataclass
+class EvalImage:
+  name: str
+  hr: np.ndarray  # [H, W, 3] uint8, cropped to a multiple of the scale
+  lr: np.ndarray  # [H/s, W/s, 3] uint8
+
+
+def dataset_name(spec: str) -> str:
+  if spec.startswith('skimage:'):
+    return 'skimage_' + '_'.join(n.strip() for n in spec[len('skimage:'):].split(','))
+  return os.path.basename(os.path.normpath(spec[len('folder:'):] if spec.startswith('folder:') else spec))
+
+
+def load_eval_set(spec: str, scale: int, max_images: int = 0) -> list[EvalImage]:
+  """A benchmark folder (HR/ and optional LR_bicubic/X<s>/), an image folder or 'skimage:...'."""
+  root = spec[len('folder:'):] if spec.startswith('folder:') else spec
+  hr_dir = os.path.join(root, 'HR')
+  paths = input_pipeline.list_source(hr_dir if os.path.isdir(hr_dir) else spec)
+  if not paths:
+    raise ValueError(f'no images in evaluation set {spec}')
+  lr_dir = os.path.join(root, 'LR_bicubic', f'X{scale}')
+  out = []
+  for path in paths[:max_images or None]:
+    name = os.path.splitext(os.path.basename(path))[0]
+    hr = image_io.read_rgb(path)
+    hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
+    lr_path = os.path.join(lr_dir, f'{name}x{scale}.png')
+    if os.path.exists(lr_path):
+      lr = image_io.read_rgb(lr_path)
+      if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+        raise ValueError(f'{lr_path}: {lr.shape[:2]} x{scale} does not match HR {hr.shape[:2]}')
+    else:
+      lr = degradation.resize_numpy(hr, 1.0 / scale)
+    out.append(EvalImage(name, hr, lr))
+  return out
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+  return degradation.resize_numpy(lr, scale)
+
+
+def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.ndarray],
+                 scale: int, rgb: bool = False) -> tuple[dict, list[dict]]:
+  """Scores `upscale` (uint8 LR -> uint8 SR) on a set; returns (means, per-image rows)."""
+  rows = []
+  for item in images:
+    sr = upscale(item.lr)
+    rows.append({'image': item.name, **score(sr, item.hr, scale, rgb)})
+  keys = [k for k in rows[0] if k != 'image']
+  return {k: float(np.mean([r[k] for r in rows])) for k in keys}, rows
+
+
+def side_by_side(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
+  """[H, 3W, 3] uint8: bicubic | SR | HR."""
+  return np.concatenate([bicubic_upscale(lr, scale), sr, hr], axis=1)
+
+
+class TrainingEvaluator:
+  """PSNR/SSIM of the current generator on `config.eval.sets` during training.
+
+  Full images, not crops; LR is padded (by reflection) to a multiple of 16 pixels so
+  that images of similar size share one compiled program. Keeps `workdir/best/` (an
+  Orbax checkpoint of the state) by `config.eval.best_metric` on the first set, and
+  writes bicubic | SR | HR comparisons to `workdir/eval/`.
+  """
+
+  BUCKET = 16
+  COMPARISONS_PER_SET = 2
+
+  def __init__(self, config, workdir: str, mesh=None):
+    from srgan_jax import train
+    self.config, self.workdir = config, workdir
+    self.scale = config.generator.scale
+    self.sets = {dataset_name(s): load_eval_set(s, self.scale, config.eval.max_images)
+                 for s in config.eval.sets}
+    self.generator, _, _ = train.build_models(config)
+    self.best_manager = train.checkpoint_manager(os.path.join(workdir, 'best'), keep=1)
+    self.best_path = os.path.join(workdir, 'best', 'best.json')
+    self.best = None
+    if os.path.exists(self.best_path):
+      with open(self.best_path) as f:
+        self.best = json.load(f)
+
+  def run(self, state, step: int) -> dict:
+    import jax
+    from srgan_jax import upscale, train
+    variables = jax.device_get({'params': state.g_ema_params, 'batch_stats': state.g_batch_stats})
+    upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET, step=step)
+    results = {}
+    is_writer = jax.process_index() == 0
+    os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
+    for name, images in self.sets.items():
+      means, rows = evaluate_set(images, upscaler, self.scale)
+      bicubic, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scale)
+      for k, v in means.items():
+        results[f'eval/{name}/{k}'] = v
+        results[f'eval/{name}/bicubic_{k}'] = bicubic[k]
+      print(f'eval step {step} {name}: SR PSNR {means["psnr_y"]:.2f} dB SSIM '
+            f'{means["ssim_y"]:.4f} | bicubic PSNR {bicubic["psnr_y"]:.2f} dB SSIM '
+            f'{bicubic["ssim_y"]:.4f} ({len(images)} images)', flush=True)
+      if is_writer:
+        _write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
+                    {'dataset': name, 'step': step, **means, 'images': rows})
+        for item in images[:self.COMPARISONS_PER_SET]:
+          image_io.save_png(
+              os.path.join(self.workdir, 'eval', f'{name}_{item.name}_{step}.png'),
+              side_by_side(item.lr, upscaler(item.lr), item.hr, self.scale))
+    first = dataset_name(self.config.eval.sets[0])
+    metric = results.get(f'eval/{first}/{self.config.eval.best_metric}')
+    if metric is not None and (self.best is None or metric > self.best['value']):
+      import orbax.checkpoint as ocp
+      self.best_manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      self.best_manager.wait_until_finished()
+      self.best = {'step': step, 'metric': self.config.eval.best_metric, 'dataset': first,
+                   'value': metric}
+      if is_writer:
+        _write_json(self.best_path, self.best)
+    return results
+
+
+def _write_json(path: str, obj):
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m srgan_jax.evaluate', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--data', action='append', required=True,
+                      help='benchmark folder (HR/, optional LR_bicubic/X<s>/); repeatable')
+  group = parser.add_mutually_exclusive_group(required=True)
+  group.add_argument('--workdir', help='run folder to evaluate')
+  group.add_argument('--method', choices=['bicubic'], help='a baseline instead of a run')
+  parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
+  parser.add_argument('--scale', type=int, default=None, help='default: the run\'s, or 4')
+  parser.add_argument('--rgb', action='store_true', help='PSNR on RGB instead of Y')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  args = parser.parse_args(argv)
+
+  step: Optional[int] = None
+  if args.workdir:
+    from srgan_jax import upscale
+    upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
+    scale, step, method = upscaler.scale, upscaler.step, 'generator'
+    if args.scale and args.scale != scale:
+      parser.error(f'--scale={args.scale} but the run was trained for x{scale}')
+    fn = upscaler
+  else:
+    scale, method = args.scale or 4, args.method
+    fn = lambda lr: bicubic_upscale(lr, scale)
+
+  summaries = []
+  for spec in args.data:
+    name = dataset_name(spec)
+    try:
+      images = load_eval_set(spec, scale)
+    except (OSError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+    means, rows = evaluate_set(images, fn, scale, args.rgb)
+    summaries.append({'dataset': name, 'method': method, 'step': step, 'n': len(rows), **means})
+    if args.workdir and jax_process_index() == 0:
+      os.makedirs(os.path.join(args.workdir, 'eval'), exist_ok=True)
+      _write_json(os.path.join(args.workdir, 'eval', f'{name}_{step}.json'),
+                  {'dataset': name, 'step': step, **means, 'images': rows})
+  metric_keys = [k for k in summaries[0] if k.startswith(('psnr', 'ssim'))]
+  print(f'{"dataset":<12} {"method":<10} {"n":>4} ' + ' '.join(f'{k:>9}' for k in metric_keys))
+  for s in summaries:
+    print(f'{s["dataset"]:<12} {s["method"]:<10} {s["n"]:>4} ' +
+          ' '.join(f'{s[k]:>9.4f}' for k in metric_keys))
+  for s in summaries:
+    print(json.dumps(s))
+  return 0
+
+
+def jax_process_index() -> int:
+  import jax
+  return jax.process_index()
+
+
+if __name__ == '__main__':
+  sys.exit(main())

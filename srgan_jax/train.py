@@ -1,0 +1,491 @@
+"""Training: one state pytree, one jitted step, the loop, checkpoints and metrics.
+
+Follow it from `train_and_evaluate`: models and optimisers from the config
+(`build_models`, `build_optimizers`), the state (`init_state`, built abstractly first
+so that Orbax restores into its shape), the step (`make_train_step`), then the loop.
+
+Parallelism: one `Mesh` over every device of every process, axis 'data'. The HR batch is
+sharded along its first axis, the state is replicated; XLA inserts the gradient
+all-reduce. BatchNorm statistics are those of the global batch (the mean over the
+sharded axis is a cross-device reduction), so N devices compute what 1 device would.
+"""
+
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from srgan_jax import degradation, input_pipeline, losses, metrics_writer
+from srgan_jax.models import Discriminator, Generator, VGG19Features, vgg
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+CONTENT_LOSSES = ('pixel', 'vgg22', 'vgg54')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue, as one pytree (the checkpoint).
+
+  `d_*` are empty dicts when the discriminator is off (SRResNet). `g_ema_params` is the
+  exponential moving average of `g_params` (equal to them when `ema_decay` is 0).
+  """
+  step: jax.Array  # int32 scalar: updates done so far.
+  rng: jax.Array  # PRNG key data (uint32 [2]); per-step keys are fold_in(rng, step).
+  g_params: Any
+  g_batch_stats: Any
+  g_ema_params: Any
+  g_opt_state: Any
+  d_params: Any
+  d_batch_stats: Any
+  d_opt_state: Any
+  g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def uses_discriminator(config) -> bool:
+  return config.loss.adversarial_weight > 0
+
+
+def build_models(config):
+  """(generator, discriminator or None, VGG features or None) for this config."""
+  dtype = DTYPES[config.train.compute_dtype]
+  generator = Generator(num_blocks=config.generator.num_blocks,
+                        features=config.generator.features,
+                        scale=config.generator.scale, dtype=dtype)
+  discriminator = (Discriminator(features=tuple(config.discriminator.features),
+                                 dense_features=config.discriminator.dense_features,
+                                 dtype=dtype) if uses_discriminator(config) else None)
+  vgg_features = None
+  if config.loss.content != 'pixel':
+    vgg_features = VGG19Features(output_layer=vgg.layer_for_loss(config.loss.content),
+                                 after_activation=config.loss.vgg_after_activation,
+                                 dtype=dtype)
+  return generator, discriminator, vgg_features
+
+
+def learning_rate_schedule(opt_config) -> optax.Schedule:
+  """Constant, multiplied by `lr_decay_factor` at each of `lr_decay_steps`."""
+  return optax.piecewise_constant_schedule(
+      opt_config.learning_rate,
+      {int(step): opt_config.lr_decay_factor for step in opt_config.lr_decay_steps})
+
+
+def build_optimizer(opt_config) -> optax.GradientTransformation:
+  return optax.adam(learning_rate_schedule(opt_config), b1=opt_config.b1, b2=opt_config.b2)
+
+
+def validate_config(config):
+  """Fails at start-up, before any compile, on settings that cannot work together."""
+  scale, crop = config.generator.scale, config.data.hr_crop_size
+  if scale not in (2, 4, 8):
+    raise ValueError(f'config.generator.scale must be 2, 4 or 8, got {scale}')
+  if crop % scale:
+    raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
+  if config.loss.content not in CONTENT_LOSSES:
+    raise ValueError(f'config.loss.content must be one of {CONTENT_LOSSES}, got {config.loss.content!r}')
+  if config.train.compute_dtype not in DTYPES:
+    raise ValueError(f'config.train.compute_dtype must be one of {sorted(DTYPES)}')
+  num_devices = jax.device_count()
+  if config.train.batch_size % num_devices:
+    raise ValueError(f'config.train.batch_size ({config.train.batch_size}) must be a multiple '
+                     f'of the device count ({num_devices})')
+  if not 0 <= config.train.ema_decay < 1:
+    raise ValueError(f'config.train.ema_decay must be in [0, 1), got {config.train.ema_decay}')
+
+
+def init_state(config, rng: jax.Array) -> TrainState:
+  """Fresh parameters and optimiser states (pure: run it under jit or eval_shape)."""
+  generator, discriminator, _ = build_models(config)
+  g_rng, d_rng, state_rng = jax.random.split(rng, 3)
+  crop = config.data.hr_crop_size
+  lr_shape = (1, crop // config.generator.scale, crop // config.generator.scale, 3)
+  g_vars = generator.init(g_rng, jnp.zeros(lr_shape, jnp.float32), train=False)
+  g_tx = build_optimizer(config.optimizer)
+  d_tx = build_optimizer(config.optimizer)
+  d_params, d_batch_stats, d_opt_state = {}, {}, {}
+  if discriminator is not None:
+    d_vars = discriminator.init(d_rng, jnp.zeros((1, crop, crop, 3), jnp.float32), train=False)
+    d_params, d_batch_stats = d_vars['params'], d_vars['batch_stats']
+    d_opt_state = d_tx.init(d_params)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), rng=state_rng,
+      g_params=g_vars['params'], g_batch_stats=g_vars['batch_stats'],
+      g_ema_params=g_vars['params'], g_opt_state=g_tx.init(g_vars['params']),
+      d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state,
+      g_tx=g_tx, d_tx=d_tx)
+
+
+def make_train_step(config, adversarial: bool, vgg_source: str = 'random') -> Callable:
+  """Returns step(state, hr, vgg_params) -> (state, metrics); not yet jitted.
+
+  Args of the returned function:
+    state: TrainState.
+    hr: [B, crop, crop, 3] uint8 HR crops (the global batch, sharded).
+    vgg_params: frozen VGG19 params ({} for the pixel loss); an argument, so they are
+      never baked into the compiled program as constants.
+
+  G's forward runs once: its vjp is kept, D is updated on (HR, stop_gradient(SR)), and
+  the gradient of G's loss with respect to SR (content + adversarial through the
+  updated D) is pulled back through the same vjp.
+  """
+  generator, discriminator, vgg_features = build_models(config)
+  loss_config = config.loss
+  scale = config.generator.scale
+  schedule = learning_rate_schedule(config.optimizer)
+  quantize = config.data.quantize_lr
+  ema_decay = config.train.ema_decay
+
+  def step_fn(state: TrainState, hr_uint8: jax.Array, vgg_params):
+    hr = hr_uint8.astype(jnp.float32) / 127.5 - 1.0
+    lr = degradation.downscale_uint8_batch(hr_uint8, scale, quantize)
+
+    def g_forward(g_params):
+      sr, updates = generator.apply(
+          {'params': g_params, 'batch_stats': state.g_batch_stats}, lr, train=True,
+          mutable=['batch_stats'])
+      return sr, updates['batch_stats']
+
+    sr, g_vjp, g_batch_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
+    metrics = {}
+
+    d_params, d_batch_stats, d_opt_state = state.d_params, state.d_batch_stats, state.d_opt_state
+    if adversarial:
+      fake = jax.lax.stop_gradient(sr)
+
+      def d_loss_fn(params):
+        real_logits, updates = discriminator.apply(
+            {'params': params, 'batch_stats': d_batch_stats}, hr, train=True,
+            mutable=['batch_stats'])
+        fake_logits, updates = discriminator.apply(
+            {'params': params, 'batch_stats': updates['batch_stats']}, fake, train=True,
+            mutable=['batch_stats'])
+        loss = losses.discriminator_bce(real_logits, fake_logits)
+        return loss, (updates['batch_stats'], real_logits, fake_logits)
+
+      (d_loss, (d_batch_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+          d_loss_fn, has_aux=True)(d_params)
+      d_updates, d_opt_state = state.d_tx.update(d_grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, d_updates)
+      metrics.update(d_loss=d_loss, d_real=jnp.mean(nn.sigmoid(real_logits)),
+                     d_fake=jnp.mean(nn.sigmoid(fake_logits)))
+
+    if vgg_features is not None:
+      hr_features = vgg_features.apply({'params': vgg_params},
+                                       vgg.preprocess(hr, vgg_source))
+
+    def sr_loss_fn(sr):
+      terms = {}
+      if vgg_features is None:
+        terms['content_loss'] = losses.pixel_mse(sr, hr)
+      else:
+        sr_features = vgg_features.apply({'params': vgg_params}, vgg.preprocess(sr, vgg_source))
+        terms['content_loss'] = losses.feature_mse(sr_features, hr_features,
+                                                   loss_config.vgg_feature_scale)
+        terms['pixel_mse'] = jax.lax.stop_gradient(losses.pixel_mse(sr, hr))
+      total = loss_config.content_weight * terms['content_loss']
+      if adversarial:
+        # D in training mode, as in the D step; its batch-stat updates here are dropped.
+        fake_logits, _ = discriminator.apply(
+            {'params': d_params, 'batch_stats': d_batch_stats}, sr, train=True,
+            mutable=['batch_stats'])
+        terms['adversarial_loss'] = losses.generator_adversarial(fake_logits)
+        total = total + loss_config.adversarial_weight * terms['adversarial_loss']
+      if loss_config.tv_weight:
+        terms['tv_loss'] = losses.total_variation(sr)
+        total = total + loss_config.tv_weight * terms['tv_loss']
+      return total, terms
+
+    (g_loss, terms), sr_grad = jax.value_and_grad(sr_loss_fn, has_aux=True)(sr)
+    (g_grads,) = g_vjp(sr_grad)
+    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+    g_ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                                state.g_ema_params, g_params)
+    metrics.update(terms, g_loss=g_loss, learning_rate=schedule(state.step),
+                   psnr_rgb=10.0 * jnp.log10(4.0 / jnp.maximum(losses.pixel_mse(sr, hr), 1e-12)))
+    new_state = state.replace(
+        step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
+        g_ema_params=g_ema_params, g_opt_state=g_opt_state, d_params=d_params,
+        d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+    return new_state, metrics
+
+  return step_fn
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_manager(directory: str, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def find_checkpoint_dir(path: str) -> str:
+  """The Orbax checkpoint folder of a run folder, or `path` itself if it is one."""
+  candidate = os.path.join(path, 'checkpoints')
+  return candidate if os.path.isdir(candidate) else path
+
+
+def restore_raw(path: str, step: Optional[int] = None) -> tuple[dict, int]:
+  """Restores a checkpoint as nested dicts of host arrays (no target needed).
+
+  Args:
+    path: a run folder (holding checkpoints/) or a checkpoint folder.
+    step: which step; default the latest.
+
+  Returns:
+    (tree, step). Raises FileNotFoundError naming the folder if it holds no checkpoint.
+  """
+  directory = find_checkpoint_dir(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint folder at {path}')
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+    steps = mngr.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{directory} holds no checkpoint')
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'{directory} has no checkpoint for step {step}; it has {sorted(steps)}')
+    metadata = mngr.item_metadata(step)
+    tree_meta = getattr(metadata, 'tree', metadata)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_meta)
+    tree = mngr.restore(step, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return tree, step
+
+
+def init_generator_from(state: TrainState, path: str) -> TrainState:
+  """Copies G's params, batch stats and EMA from another run (SRGAN from SRResNet)."""
+  tree, step = restore_raw(path)
+  replaced = {}
+  for key in ('g_params', 'g_batch_stats', 'g_ema_params'):
+    source, target = tree[key], getattr(state, key)
+    source_shapes = jax.tree.map(np.shape, source)
+    target_shapes = jax.tree.map(np.shape, target)
+    if source_shapes != target_shapes:
+      raise ValueError(f'the generator in {path} (step {step}) does not match this config: '
+                       f'{key} differs in structure or shape')
+    replaced[key] = jax.tree.map(
+        lambda s, t: jax.device_put(jnp.asarray(s, t.dtype), t.sharding), source, target)
+  logging.info('initialised G from %s (step %d)', path, step)
+  return state.replace(**replaced)
+
+
+def save_config(config, workdir: str):
+  path = os.path.join(workdir, 'config.json')
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved in its workdir."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: not a srgan_jax run folder')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or inf; the message gives the step."""
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a request that the loop honours after the current step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning('received signal %d: saving a checkpoint and stopping', signum)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _first_nonfinite(history: list) -> Optional[tuple[int, str]]:
+  for step, metrics in history:
+    for name, value in metrics.items():
+      if not np.isfinite(value):
+        return step, name
+  return None
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (or resumes) the run in `workdir` and evaluates it; returns the final state."""
+  from srgan_jax import evaluate  # Evaluation imports training helpers; import late.
+
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    os.makedirs(workdir, exist_ok=True)
+    save_config(config, workdir)
+
+  # VGG weights first: a missing file must stop the run before anything compiles.
+  vgg_params, vgg_source = {}, 'random'
+  if config.loss.content != 'pixel':
+    vgg_params, vgg_source = vgg.resolve_params(config.vgg)
+    if vgg_source == 'random':
+      logging.warning('VGG19 has RANDOM weights (config.vgg.allow_random_weights): the '
+                      'perceptual loss is meaningless; use this for mechanics tests only')
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+  vgg_params = jax.device_put(vgg_params, replicated)
+
+  batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
+                                        batch_sharding)
+
+  init_fn = functools.partial(init_state, config)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  manager = checkpoint_manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  latest = manager.latest_step()
+  if latest is not None:
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+        state_sharding)
+    state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+    logging.info('resumed from %s at step %d', manager.directory, latest)
+  else:
+    state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+    if config.init_from:
+      state = init_generator_from(state, config.init_from)
+    elif uses_discriminator(config):
+      logging.warning('config.init_from is empty: the SRGAN generator starts from scratch, '
+                      'not from an SRResNet-MSE run as in the paper')
+  start_step = int(state.step)
+
+  logging.info('generator: %s parameters (%d blocks, %d channels, x%d)',
+               f'{count_params(state.g_params):,}', config.generator.num_blocks,
+               config.generator.features, config.generator.scale)
+  if uses_discriminator(config):
+    logging.info('discriminator: %s parameters', f'{count_params(state.d_params):,}')
+  logging.info('devices: %d (%d processes), global batch %d', jax.device_count(),
+               jax.process_count(), config.train.batch_size)
+
+  jit_step = lambda adversarial: jax.jit(
+      make_train_step(config, adversarial, vgg_source),
+      in_shardings=(state_sharding, batch_sharding, replicated),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  content_step = jit_step(False)
+  gan_step = jit_step(True) if uses_discriminator(config) else None
+  adversarial_from = config.loss.adversarial_start_step
+
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer, truncate_after=start_step)
+  evaluator = evaluate.TrainingEvaluator(config, workdir, mesh) if config.eval.sets else None
+  num_steps = config.train.num_steps
+  train_config = config.train
+  history = []  # (step, device metrics) since the last check.
+  last_good_step = start_step
+  timer = metrics_writer.RateTimer(start_step, num_steps, config.train.batch_size)
+
+  def check_finite():
+    nonlocal history, last_good_step
+    fetched = [(s, jax.device_get(m)) for s, m in history]
+    history = []
+    bad = _first_nonfinite(fetched)
+    if bad is not None:
+      raise NonFiniteLossError(
+          f'{bad[1]} is not finite at step {bad[0]}; stopping. The last good checkpoint '
+          f'(step {manager.latest_step()}) in {manager.directory} is untouched.')
+    if fetched:
+      last_good_step = fetched[-1][0]
+    return fetched
+
+  def save(step):
+    check_finite()
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  with _StopRequest() as stop:
+    for step, hr in batches.iterate(start_step, num_steps):
+      use_gan = gan_step is not None and step >= adversarial_from
+      state, metrics = (gan_step if use_gan else content_step)(state, hr, vgg_params)
+      history.append((step + 1, metrics))
+      done = step + 1
+      is_last = done == num_steps
+      if done % train_config.log_every_steps == 0 or is_last:
+        fetched = check_finite()
+        averaged = {k: float(np.mean([m[k] for _, m in fetched if k in m]))
+                    for k in fetched[-1][1]}
+        averaged.update(timer.rates(done))
+        writer.write_scalars(done, averaged)
+        logging.info('%s', timer.progress_line(done, averaged))
+      if train_config.image_every_steps and (done % train_config.image_every_steps == 0 or is_last):
+        writer.write_images(done, preview_images(config, state, hr))
+      if done % train_config.checkpoint_every_steps == 0 or is_last:
+        save(done)
+      if evaluator and ((config.eval.every_steps and done % config.eval.every_steps == 0)
+                        or is_last):
+        results = evaluator.run(state, done)
+        writer.write_scalars(done, results)
+      stop_now = stop.requested
+      if jax.process_count() > 1 and done % train_config.log_every_steps == 0:
+        stop_now = bool(multihost_utils.process_allgather(np.array(stop_now)).any())
+      elif jax.process_count() > 1:
+        stop_now = False  # Hosts agree on stopping only at log steps.
+      if stop_now and not is_last:
+        save(done)
+        logging.warning('stopped at step %d on request; rerun the same command to resume', done)
+        break
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return state
+
+
+def preview_images(config, state: TrainState, hr_uint8: jax.Array, count: int = 4) -> np.ndarray:
+  """Rows of [LR nearest-upscaled | bicubic | SR | HR] for the first `count` crops, uint8."""
+  hr = np.asarray(multihost_utils.process_allgather(hr_uint8, tiled=True))[:count] \
+      if jax.process_count() > 1 else np.asarray(hr_uint8[:count])
+  scale = config.generator.scale
+  generator, _, _ = build_models(config)
+  lr = np.asarray(degradation.downscale_uint8_batch(jnp.asarray(hr), scale, True))
+  sr = generator.apply({'params': jax.device_get(state.g_ema_params),
+                        'batch_stats': jax.device_get(state.g_batch_stats)}, lr, train=False)
+  sr = np.clip(np.round((np.asarray(sr) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  lr_uint8 = np.round(lr * 255).astype(np.uint8)
+  nearest = lr_uint8.repeat(scale, axis=1).repeat(scale, axis=2)
+  bicubic = np.stack([degradation.resize_numpy(x, scale) for x in lr_uint8])
+  rows = [np.concatenate(parts, axis=1) for parts in zip(nearest, bicubic, sr, hr)]
+  return np.concatenate(rows, axis=0)
