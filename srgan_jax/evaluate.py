@@ -162,6 +162,10 @@ class TrainingEvaluator:
       with open(self.best_path) as f:
         self.best = json.load(f)
 
+  def close(self):
+    self.best_manager.wait_until_finished()
+    self.best_manager.close()
+
   def run(self, state, step: int) -> dict:
     import jax
     from srgan_jax import upscale, train

@@ -249,13 +249,17 @@ def restore_raw(path: str, step: Optional[int] = None) -> tuple[dict, int]:
   """Restores a checkpoint as nested dicts of host arrays (no target needed).
 
   Args:
-    path: a run folder (holding checkpoints/) or a checkpoint folder.
+    path: a run folder (holding checkpoints/), a checkpoint folder, or one step's folder.
     step: which step; default the latest.
 
   Returns:
     (tree, step). Raises FileNotFoundError naming the folder if it holds no checkpoint.
   """
   directory = find_checkpoint_dir(os.path.abspath(path))
+  name = os.path.basename(directory)
+  if name.isdigit() and os.path.exists(os.path.join(directory, '_CHECKPOINT_METADATA')):
+    # A step folder (RUN/checkpoints/<step>): its parent is the manager's folder.
+    directory, step = os.path.dirname(directory), int(name) if step is None else step
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint folder at {path}')
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
@@ -391,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
     if config.init_from:
       state = init_generator_from(state, config.init_from)
-    elif uses_discriminator(config):
+    elif uses_discriminator(config) and not config.loss.adversarial_start_step:
       logging.warning('config.init_from is empty: the SRGAN generator starts from scratch, '
                       'not from an SRResNet-MSE run as in the paper')
   start_step = int(state.step)
@@ -417,11 +421,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   num_steps = config.train.num_steps
   train_config = config.train
   history = []  # (step, device metrics) since the last check.
-  last_good_step = start_step
   timer = metrics_writer.RateTimer(start_step, num_steps, config.train.batch_size)
 
   def check_finite():
-    nonlocal history, last_good_step
+    nonlocal history
     fetched = [(s, jax.device_get(m)) for s, m in history]
     history = []
     bad = _first_nonfinite(fetched)
@@ -429,48 +432,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       raise NonFiniteLossError(
           f'{bad[1]} is not finite at step {bad[0]}; stopping. The last good checkpoint '
           f'(step {manager.latest_step()}) in {manager.directory} is untouched.')
-    if fetched:
-      last_good_step = fetched[-1][0]
     return fetched
 
   def save(step):
     check_finite()
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
-  with _StopRequest() as stop:
-    for step, hr in batches.iterate(start_step, num_steps):
-      use_gan = gan_step is not None and step >= adversarial_from
-      state, metrics = (gan_step if use_gan else content_step)(state, hr, vgg_params)
-      history.append((step + 1, metrics))
-      done = step + 1
-      is_last = done == num_steps
-      if done % train_config.log_every_steps == 0 or is_last:
-        fetched = check_finite()
-        averaged = {k: float(np.mean([m[k] for _, m in fetched if k in m]))
-                    for k in fetched[-1][1]}
-        averaged.update(timer.rates(done))
-        writer.write_scalars(done, averaged)
-        logging.info('%s', timer.progress_line(done, averaged))
-      if train_config.image_every_steps and (done % train_config.image_every_steps == 0 or is_last):
-        writer.write_images(done, preview_images(config, state, hr))
-      if done % train_config.checkpoint_every_steps == 0 or is_last:
-        save(done)
-      if evaluator and ((config.eval.every_steps and done % config.eval.every_steps == 0)
-                        or is_last):
-        results = evaluator.run(state, done)
-        writer.write_scalars(done, results)
-      stop_now = stop.requested
-      if jax.process_count() > 1 and done % train_config.log_every_steps == 0:
-        stop_now = bool(multihost_utils.process_allgather(np.array(stop_now)).any())
-      elif jax.process_count() > 1:
-        stop_now = False  # Hosts agree on stopping only at log steps.
-      if stop_now and not is_last:
-        save(done)
-        logging.warning('stopped at step %d on request; rerun the same command to resume', done)
-        break
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+  try:
+    with _StopRequest() as stop:
+      for step, hr in batches.iterate(start_step, num_steps):
+        use_gan = gan_step is not None and step >= adversarial_from
+        state, metrics = (gan_step if use_gan else content_step)(state, hr, vgg_params)
+        history.append((step + 1, metrics))
+        done = step + 1
+        is_last = done == num_steps
+        if done % train_config.log_every_steps == 0 or is_last:
+          fetched = check_finite()
+          averaged = {k: float(np.mean([m[k] for _, m in fetched if k in m]))
+                      for k in fetched[-1][1]}
+          averaged.update(timer.rates(done))
+          writer.write_scalars(done, averaged)
+          logging.info('%s', timer.progress_line(done, averaged))
+        if train_config.image_every_steps and (done % train_config.image_every_steps == 0 or is_last):
+          writer.write_images(done, preview_images(config, state, hr))
+        if done % train_config.checkpoint_every_steps == 0 or is_last:
+          save(done)
+        if evaluator and ((config.eval.every_steps and done % config.eval.every_steps == 0)
+                          or is_last):
+          results = evaluator.run(state, done)
+          writer.write_scalars(done, results)
+        stop_now = stop.requested
+        if jax.process_count() > 1 and done % train_config.log_every_steps == 0:
+          stop_now = bool(multihost_utils.process_allgather(np.array(stop_now)).any())
+        elif jax.process_count() > 1:
+          stop_now = False  # Hosts agree on stopping only at log steps.
+        if stop_now and not is_last:
+          save(done)
+          logging.warning('stopped at step %d on request; rerun the same command to resume', done)
+          break
+  finally:
+    # Also on errors (NaN, a bad batch): finish the saves already started, so the
+    # last good checkpoint is complete on disk.
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    if evaluator:
+      evaluator.close()
   return state
 
 

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import os
 import pickle
+import re
 import sys
 import tempfile
 import urllib.request
@@ -202,7 +203,8 @@ def read_keras_h5(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
   Two layouts: the public notop file (Keras 2: root attribute `layer_names`, a group per
   layer, datasets named by the group's `weight_names`) and Keras 3's `.weights.h5`
-  (`layers/<name>/vars/0|1`).
+  (`layers/<name>/vars/0|1`, where <name> is the layer name or, in recent Keras 3,
+  conv2d, conv2d_1, ... in creation order).
   """
   import h5py  # Optional dependency: only the importer needs it.
 
@@ -221,10 +223,18 @@ def read_keras_h5(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise ValueError(f'{path}: layer {keras_name(name)} holds {weight_names}')
           layers[name] = (group[kernel[0]][()], group[bias[0]][()])
     elif 'layers' in f:
-      for name in LAYER_NAMES:
-        key = f'layers/{keras_name(name)}/vars'
-        if key in f:
-          layers[name] = (f[key]['0'][()], f[key]['1'][()])
+      groups = f['layers']
+      if all(keras_name(name) in groups for name in LAYER_NAMES):
+        ordered = [keras_name(name) for name in LAYER_NAMES]
+      else:
+        # Keras 3 names groups by class and creation order: conv2d, conv2d_1, ...
+        convs = [g for g in groups if re.fullmatch(r'conv2d(_\d+)?', g)]
+        ordered = sorted(convs, key=lambda g: int(g.rpartition('_')[2]) if '_' in g[6:] else 0)
+        if len(ordered) != len(LAYER_NAMES):
+          raise ValueError(f'{path}: {len(ordered)} conv layers under layers/, expected 16')
+      for name, group in zip(LAYER_NAMES, ordered):
+        variables = groups[group]['vars']
+        layers[name] = (variables['0'][()], variables['1'][()])
     else:
       raise ValueError(f'{path}: neither a Keras 2 (layer_names) nor a Keras 3 (layers/) weights file')
   _check_layers(layers, path)

@@ -1,0 +1,136 @@
+"""main.py end to end on the test config, then evaluation and upscaling of its workdir."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srgan_jax import upscale
+from tests.conftest import REPO, run_python
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  result = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}'])
+  assert result.returncode == 0, result.stderr[-4000:]
+  return workdir, result
+
+
+def test_main_trains_checkpoints_and_logs(trained_run):
+  workdir, result = trained_run
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
+  lines = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  train_lines = [l for l in lines if 'g_loss' in l]
+  assert [l['step'] for l in train_lines] == [2, 4, 6]
+  assert {'d_loss', 'd_real', 'd_fake', 'adversarial_loss', 'steps_per_s', 'images_per_s',
+          'learning_rate'} <= set(train_lines[-1])
+  assert any('eval/skimage_astronaut/psnr_y' in l for l in lines)
+  assert os.listdir(workdir / 'tensorboard')
+  assert json.load(open(workdir / 'config.json'))['generator']['num_blocks'] == 2
+  assert 'generator: 11,576 parameters' in result.stderr
+  assert 'ETA' in result.stderr
+  assert json.load(open(workdir / 'best' / 'best.json'))['step'] == 6
+
+
+def test_main_continues_from_the_saved_step(trained_run, tmp_path):
+  workdir, _ = trained_run
+  import shutil
+  copy = tmp_path / 'continued'
+  shutil.copytree(workdir, copy)
+  result = run_python(['main.py', '--config=configs/test.py', f'--workdir={copy}',
+                       '--config.train.num_steps=8', '--config.eval.sets=()'])
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert 'at step 6' in result.stderr
+  steps = [json.loads(l)['step'] for l in open(copy / 'metrics.jsonl') if 'g_loss' in l]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_config_typo_fails_with_the_key_name(tmp_path):
+  result = run_python(['main.py', '--config=configs/test.py', f'--workdir={tmp_path}',
+                       '--config.train.batch_sise=4'])
+  assert result.returncode != 0
+  assert 'batch_sise' in result.stderr
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_srgan_without_vgg_weights_stops_before_compiling(tmp_path):
+  result = run_python(['main.py', '--config=configs/srgan.py', f'--workdir={tmp_path}/run',
+                       f'--config.vgg.cache_dir={tmp_path}/cache',
+                       '--config.data.source=skimage:chelsea'])
+  assert result.returncode != 0
+  assert 'VGG19 weights not found' in result.stderr
+  assert 'python -m srgan_jax.models.vgg fetch --source=keras' in result.stderr
+  assert 'generator:' not in result.stderr  # Logged only after the state is compiled.
+
+
+def test_srgan_with_converted_weights_trains_a_step(tmp_path):
+  from srgan_jax.models import vgg
+  vgg.save_params(str(tmp_path / 'vgg.npz'), vgg.random_params(0), 'keras')
+  result = run_python([
+      'main.py', '--config=configs/srgan.py', f'--workdir={tmp_path}/run',
+      f'--config.vgg.params_path={tmp_path}/vgg.npz', '--config.data.source=skimage:chelsea',
+      '--config.generator.num_blocks=1', '--config.generator.features=8',
+      '--config.discriminator.features=(8,8)', '--config.discriminator.dense_features=8',
+      '--config.data.hr_crop_size=32', '--config.train.batch_size=2',
+      '--config.train.num_steps=1', '--config.train.log_every_steps=1'])
+  assert result.returncode == 0, result.stderr[-4000:]
+  line = json.loads(open(tmp_path / 'run' / 'metrics.jsonl').readline())
+  assert line['step'] == 1 and np.isfinite(line['content_loss']) and 'adversarial_loss' in line
+
+
+def test_evaluate_cli_on_a_run(trained_run, tmp_path):
+  workdir, _ = trained_run
+  (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (40, 52, 3)).astype(np.uint8)).save(
+      tmp_path / 'Mini' / 'HR' / 'a.png')
+  result = run_python(['-m', 'srgan_jax.evaluate', f'--workdir={workdir}',
+                       f'--data={tmp_path}/Mini'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['dataset'] == 'Mini' and summary['step'] == 6 and summary['n'] == 1
+  per_image = json.load(open(workdir / 'eval' / 'Mini_6.json'))
+  assert per_image['images'][0]['image'] == 'a'
+
+
+def test_upscale_api(trained_run):
+  workdir, _ = trained_run
+  upscaler = upscale.load_upscaler(str(workdir))
+  image = np.random.default_rng(0).integers(0, 256, (13, 17, 3)).astype(np.uint8)
+  out = upscaler(image)
+  assert out.shape == (52, 68, 3) and out.dtype == np.uint8
+  # The same through a checkpoint folder of the run.
+  again = upscale.load_upscaler(str(workdir / 'checkpoints' / '6'))
+  np.testing.assert_array_equal(again(image), out)
+
+
+def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
+  workdir, _ = trained_run
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+  Image.fromarray(rgb).save(inputs / 'rgb.png')
+  Image.fromarray(rgb[..., 0]).save(inputs / 'gray.png')
+  Image.fromarray(np.dstack([rgb, np.full((20, 24), 200, np.uint8)])).save(inputs / 'alpha.png')
+  Image.fromarray(rng.integers(0, 65536, (20, 24)).astype(np.uint16)).save(inputs / 'deep.png')
+  (inputs / 'broken.png').write_bytes(b'\x89PNG garbage')
+  out = tmp_path / 'out'
+  args = ['-m', 'srgan_jax.upscale', f'--workdir={workdir}', str(inputs), f'--output={out}',
+          '--tile=8', '--tile_overlap=12']
+  result = run_python(args)
+  assert result.returncode == 1  # broken.png failed; the others are written.
+  assert 'broken.png' in result.stderr
+  assert sorted(os.listdir(out)) == ['alpha_x4.png', 'deep_x4.png', 'gray_x4.png', 'rgb_x4.png']
+  assert Image.open(out / 'gray_x4.png').mode == 'L'
+  assert Image.open(out / 'deep_x4.png').mode == 'L'
+  alpha = Image.open(out / 'alpha_x4.png')
+  assert alpha.mode == 'RGBA' and alpha.size == (96, 80)
+  assert np.all(np.asarray(alpha)[..., 3] == 200)
+  before = (out / 'rgb_x4.png').stat().st_mtime_ns
+  result = run_python(args[:3] + [str(inputs / 'rgb.png'), f'--output={out}'])
+  assert result.returncode == 0 and 'not overwritten' in result.stderr
+  assert (out / 'rgb_x4.png').stat().st_mtime_ns == before

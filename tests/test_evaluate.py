@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from srgan_jax import evaluate
+from tests.conftest import REPO, require_shared_data, run_python
+
+
+def test_psnr_and_ssim_basics():
+  rng = np.random.default_rng(0)
+  a = rng.integers(0, 256, (40, 40)).astype(np.float64)
+  assert evaluate.ssim(a, a) == pytest.approx(1.0)
+  assert evaluate.psnr(a, a + 1.0) == pytest.approx(10 * np.log10(255 ** 2))
+  assert evaluate.ssim(a, 255 - a) < 0
+
+
+def test_y_channel_matches_matlab_for_primaries():
+  # MATLAB rgb2ycbcr(uint8): black 16, white 235, pure red round(16 + 65.481) = 81.
+  pixels = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
+  np.testing.assert_array_equal(evaluate.rgb_to_y(pixels), [[16, 235, 81]])
+
+
+def test_bicubic_baseline_matches_published_protocol_figures():
+  """Set5 28.42 dB / 0.8102 and Set14 26.09 dB / 0.7042 (../shared/DESIGN.md)."""
+  root = require_shared_data('sr_benchmarks')
+  result = run_python(['-m', 'srgan_jax.evaluate', '--method=bicubic',
+                       f'--data={root}/Set5', f'--data={root}/Set14'])
+  assert result.returncode == 0, result.stderr
+  lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith('{')]
+  by_name = {l['dataset']: l for l in lines}
+  print(result.stdout)
+  assert by_name['Set5']['n'] == 5 and by_name['Set14']['n'] == 14
+  assert by_name['Set5']['psnr_y'] == pytest.approx(28.42, abs=0.01)
+  assert by_name['Set5']['ssim_y'] == pytest.approx(0.8102, abs=0.001)
+  assert by_name['Set14']['psnr_y'] == pytest.approx(26.09, abs=0.01)
+  assert by_name['Set14']['ssim_y'] == pytest.approx(0.7042, abs=0.001)
+
+
+def test_set_without_lr_files_uses_our_bicubic(tmp_path):
+  """Without LR_bicubic/, LR is made from HR; Set5's numbers stay the same (files match)."""
+  root = require_shared_data('sr_benchmarks', 'Set5')
+  import shutil
+  shutil.copytree(f'{root}/HR', tmp_path / 'Set5' / 'HR')
+  images = evaluate.load_eval_set(str(tmp_path / 'Set5'), 4)
+  means, _ = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  assert means['psnr_y'] == pytest.approx(28.42, abs=0.01)
+
+
+def test_gray_hr_is_scored(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 256, (64, 48)).astype(np.uint8)
+  (tmp_path / 'HR').mkdir()
+  Image.fromarray(gray).save(tmp_path / 'HR' / 'g.png')
+  images = evaluate.load_eval_set(str(tmp_path), 4)
+  means, rows = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  assert rows[0]['image'] == 'g' and np.isfinite(means['psnr_y'])

@@ -1,0 +1,131 @@
+import logging as std_logging
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from srgan_jax import images, input_pipeline
+
+
+def _data_config(source, crop=32, **overrides):
+  from configs import default
+  data = default.get_config().data
+  data.source = source
+  data.hr_crop_size = crop
+  data.decode_threads = 2
+  for k, v in overrides.items():
+    setattr(data, k, v)
+  return data
+
+
+def _write_bad_folder(root):
+  rng = np.random.default_rng(0)
+  good = rng.integers(0, 256, (50, 60, 3)).astype(np.uint8)
+  Image.fromarray(good).save(root / 'good.png')
+  png = root / 'truncated.png'
+  Image.fromarray(good).save(png)
+  png.write_bytes(png.read_bytes()[:200])
+  Image.fromarray(rng.integers(0, 65536, (40, 40)).astype(np.uint16)).save(root / 'deep16.png')
+  Image.fromarray(np.dstack([good, np.full(good.shape[:2], 128, np.uint8)])).save(root / 'rgba.png')
+  Image.fromarray(good).convert('P', palette=Image.Palette.ADAPTIVE).save(root / 'palette.gif')
+  Image.fromarray(good[:20, :20]).save(root / 'tiny.png')
+  (root / 'notes.jpg').write_text('this is not a JPEG')
+  nested = root / 'nested'
+  nested.mkdir()
+  Image.fromarray(good).save(nested / 'deep.jpg', quality=95)
+
+
+def test_decode_rules(tmp_path):
+  _write_bad_folder(tmp_path)
+  deep = images.decode(str(tmp_path / 'deep16.png'))
+  assert deep.is_gray and deep.bit_depth == 16 and deep.rgb.dtype == np.uint8
+  raw = np.asarray(Image.open(tmp_path / 'deep16.png')).astype(np.float64)
+  np.testing.assert_array_equal(deep.rgb[..., 0], np.round(raw * 255 / 65535).astype(np.uint8))
+  rgba = images.decode(str(tmp_path / 'rgba.png'))
+  assert rgba.alpha is not None and np.all(rgba.alpha == 128) and rgba.rgb.shape[2] == 3
+  assert images.decode(str(tmp_path / 'palette.gif')).rgb.shape == (50, 60, 3)
+  with pytest.raises(images.UnreadableImageError, match='notes.jpg'):
+    images.decode(str(tmp_path / 'notes.jpg'))
+  with pytest.raises(images.UnreadableImageError, match='truncated.png'):
+    images.decode(str(tmp_path / 'truncated.png'))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  image = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
+  exif = image.getexif()
+  exif[0x0112] = 6  # Rotate 90 CW to display.
+  image.save(tmp_path / 'rotated.jpg', exif=exif)
+  assert images.read_rgb(str(tmp_path / 'rotated.jpg')).shape == (30, 10, 3)
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path, caplog):
+  _write_bad_folder(tmp_path)
+  report = input_pipeline.LoadReport()
+  with caplog.at_level(std_logging.WARNING):
+    kept = input_pipeline.load_shard(_data_config(f'folder:{tmp_path}'), 0, 1, report)
+  # good, deep16 (40x40 >= 32), rgba, palette, nested/deep.jpg; not tiny, truncated, notes.
+  assert len(kept) == 5 and report.used == 5
+  assert [os.path.basename(p) for p in report.too_small] == ['tiny.png']
+  assert sorted(os.path.basename(p) for p, _ in report.unreadable) == ['notes.jpg', 'truncated.png']
+  text = caplog.text
+  assert 'tiny.png' in text and 'smaller than the 32-pixel crop' in text
+  assert 'notes.jpg' in text and 'truncated.png' in text
+
+
+def test_folder_without_usable_images_fails_at_start(tmp_path):
+  (tmp_path / 'a.jpg').write_text('not an image')
+  with pytest.raises(ValueError, match='no usable training image.*1 unreadable'):
+    input_pipeline.load_shard(_data_config(f'folder:{tmp_path}'), 0, 1)
+  with pytest.raises(FileNotFoundError, match='no such file or folder'):
+    input_pipeline.load_shard(_data_config(f'folder:{tmp_path}/missing'), 0, 1)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+  shard = [np.random.default_rng(i).integers(0, 256, (70, 90, 3)).astype(np.uint8) for i in range(3)]
+  a = input_pipeline.sample_rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
+  b = input_pipeline.sample_rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
+  c = input_pipeline.sample_rows(shard, seed=1, step=6, shard=0, rows=8, crop_size=32)
+  d = input_pipeline.sample_rows(shard, seed=2, step=5, shard=0, rows=8, crop_size=32)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c) and not np.array_equal(a, d)
+  assert a.shape == (8, 32, 32, 3) and a.dtype == np.uint8
+
+
+def test_crops_come_from_the_images_with_dihedral_transforms():
+  image = np.random.default_rng(0).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+  rows = input_pipeline.sample_rows([image], seed=0, step=0, shard=0, rows=64, crop_size=40)
+  variants = [np.rot90(image, k) for k in range(4)] + [np.rot90(image, k)[:, ::-1] for k in range(4)]
+  seen = set()
+  for row in rows:
+    matches = [i for i, v in enumerate(variants) if np.array_equal(row, v)]
+    assert matches, 'a crop is not a rotation/flip of the image'
+    seen.add(matches[0])
+  assert len(seen) == 8
+
+
+def test_stream_depends_on_shards_not_processes():
+  """Rows of process 1 of 2 equal rows B/2.. of a single process with num_shards=2."""
+  data = _data_config('skimage:chelsea,coffee,rocket,astronaut', num_shards=2)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  one = input_pipeline.TrainBatches(data, 8, seed=3, sharding=sharding)
+  assert one.shard_ids == [0, 1]
+  whole = one.local_batch(7)
+  second_shard = input_pipeline.sample_rows(one.shards[1], 3, 7, 1, 4, 32)
+  np.testing.assert_array_equal(whole[4:], second_shard)
+
+
+def test_prefetching_iterator_yields_steps_in_order():
+  data = _data_config('skimage:chelsea')
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
+  seen = [(step, np.asarray(batch)) for step, batch in batches.iterate(3, 7)]
+  assert [s for s, _ in seen] == [3, 4, 5, 6]
+  np.testing.assert_array_equal(seen[1][1], batches.local_batch(4))
+
+
+def test_num_shards_must_fit_batch_and_processes():
+  data = _data_config('skimage:chelsea', num_shards=3)
+  with pytest.raises(ValueError, match='num_shards=3'):
+    input_pipeline.resolve_num_shards(data, 8, 1)

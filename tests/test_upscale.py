@@ -1,0 +1,44 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srgan_jax import upscale
+from srgan_jax.models import Generator
+
+
+def _random_upscaler(**kwargs):
+  generator = Generator(num_blocks=2, features=8, scale=4)
+  variables = generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+  # Non-trivial BN statistics, as after training.
+  variables = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.3 if 'mean' in str(p[-1]) else x, variables)
+  return upscale.Upscaler(generator, variables, **kwargs)
+
+
+def test_tiled_equals_untiled_when_overlap_covers_receptive_field():
+  radius = upscale.receptive_field_radius(2, 4)
+  image = np.random.default_rng(0).integers(0, 256, (37, 50, 3)).astype(np.uint8)
+  whole = _random_upscaler()(image)
+  tiled = _random_upscaler(tile=16, tile_overlap=radius)(image)
+  assert tiled.shape == whole.shape == (148, 200, 3)
+  assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_tiles_without_enough_overlap_differ():
+  """The check above can fail: too little context changes the output."""
+  image = np.random.default_rng(0).integers(0, 256, (37, 50, 3)).astype(np.uint8)
+  whole = _random_upscaler()(image)
+  tiled = _random_upscaler(tile=16, tile_overlap=1)(image)
+  assert np.abs(tiled.astype(int) - whole.astype(int)).max() > 1
+
+
+def test_bucketed_padding_keeps_shape():
+  image = np.random.default_rng(1).integers(0, 256, (21, 30, 3)).astype(np.uint8)
+  out = _random_upscaler(bucket=16)(image)
+  assert out.shape == (84, 120, 3)
+
+
+def test_receptive_field_of_paper_generator():
+  # conv_in 4 + 16 blocks * 2 + conv_body 1 = 37 LR px; upsampling convs 1 + 0.5;
+  # conv_out 4 HR px = 1 LR px: 39.5, rounded up.
+  assert upscale.receptive_field_radius(16, 4) == 40

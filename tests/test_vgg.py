@@ -1,0 +1,138 @@
+"""The VGG19 port against Keras's own VGG19, the weight importers and the failure messages."""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from srgan_jax.models import vgg
+from tests.conftest import run_python
+
+KERAS_LAYER = lambda name: f'block{name[4]}_conv{name[6]}'
+
+
+def _write_public_keras_notop(path, params):
+  """The layout of vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (Keras 2 era)."""
+  h5py = pytest.importorskip('h5py')
+  layer_names = ['input_1']
+  for block, count in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)):
+    layer_names += [f'block{block}_conv{j}' for j in range(1, count + 1)] + [f'block{block}_pool']
+  with h5py.File(path, 'w') as f:
+    f.attrs['layer_names'] = [n.encode() for n in layer_names]
+    for name in layer_names:
+      group = f.create_group(name)
+      ours = next((n for n in vgg.LAYER_NAMES if KERAS_LAYER(n) == name), None)
+      if ours is None:
+        group.attrs['weight_names'] = np.array([], dtype='S1')
+        continue
+      weight_names = [f'{name}_W_1:0', f'{name}_b_1:0']
+      group.attrs['weight_names'] = [w.encode() for w in weight_names]
+      group.create_dataset(weight_names[0], data=params[ours]['kernel'])
+      group.create_dataset(weight_names[1], data=params[ours]['bias'])
+
+
+def _keras_vgg19(params):
+  os.environ['KERAS_BACKEND'] = 'jax'
+  keras = pytest.importorskip('keras')
+  if keras.backend.backend() != 'jax':
+    pytest.skip(f'keras was imported with the {keras.backend.backend()} backend')
+  model = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
+  for name in vgg.LAYER_NAMES:
+    model.get_layer(KERAS_LAYER(name)).set_weights([params[name]['kernel'], params[name]['bias']])
+  return keras, model
+
+
+def test_port_equals_keras_vgg19_on_random_weights():
+  params = vgg.random_params(seed=3)
+  keras, model = _keras_vgg19(params)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 80, 48, 3)).astype(np.float32)
+  x = np.asarray(vgg.preprocess(jnp.asarray(images), 'keras'))
+  for layer in ('conv2_2', 'conv5_4'):
+    reference = keras.Model(model.inputs, model.get_layer(KERAS_LAYER(layer)).output)
+    expected = np.asarray(reference(x))
+    ours = np.asarray(vgg.VGG19Features(layer).apply({'params': params}, x))
+    diff = np.abs(ours - expected).max()
+    print(f'phi {layer}: max |ours - keras| = {diff:.3e} (values up to {np.abs(expected).max():.3e})')
+    assert ours.shape == expected.shape
+    assert diff < 1e-4
+
+
+def test_keras_preprocessing_matches_keras_preprocess_input():
+  keras = pytest.importorskip('keras')
+  rgb255 = np.random.default_rng(0).uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)
+  expected = keras.applications.vgg19.preprocess_input(rgb255.copy())
+  ours = vgg.preprocess(jnp.asarray(rgb255 / 127.5 - 1), 'keras')
+  np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-3)
+
+
+def test_convert_public_h5_layout(tmp_path):
+  params = vgg.random_params(seed=1)
+  _write_public_keras_notop(tmp_path / 'notop.h5', params)
+  result = run_python(['-m', 'srgan_jax.models.vgg', 'convert', f'--input={tmp_path}/notop.h5',
+                       f'--cache_dir={tmp_path}/cache'])
+  assert result.returncode == 0, result.stderr
+  loaded, source = vgg.load_params(str(tmp_path / 'cache' / 'vgg19_keras.npz'))
+  assert source == 'keras'
+  for name in vgg.LAYER_NAMES:
+    np.testing.assert_array_equal(loaded[name]['kernel'], params[name]['kernel'])
+    np.testing.assert_array_equal(loaded[name]['bias'], params[name]['bias'])
+
+
+def test_read_keras3_saved_weights(tmp_path):
+  params = vgg.random_params(seed=2)
+  _, model = _keras_vgg19(params)
+  model.save_weights(str(tmp_path / 'vgg19.weights.h5'))
+  layers = vgg.read_keras_h5(str(tmp_path / 'vgg19.weights.h5'))
+  for name in vgg.LAYER_NAMES:
+    np.testing.assert_array_equal(layers[name][0], params[name]['kernel'])
+
+
+def test_torchvision_state_dict_without_torch_at_read_time(tmp_path):
+  torch = pytest.importorskip('torch')
+  params = vgg.random_params(seed=4)
+  state = {}
+  for name, index in vgg._TORCHVISION_INDEX.items():
+    state[f'features.{index}.weight'] = torch.from_numpy(
+        np.ascontiguousarray(params[name]['kernel'].transpose(3, 2, 0, 1)))
+    state[f'features.{index}.bias'] = torch.from_numpy(params[name]['bias'])
+  torch.save(state, tmp_path / 'vgg19-test.pth')
+  layers = vgg.read_torchvision_pth(str(tmp_path / 'vgg19-test.pth'))
+  for name in vgg.LAYER_NAMES:
+    np.testing.assert_array_equal(layers[name][0], params[name]['kernel'])
+
+
+def test_wrong_shape_names_the_first_bad_layer(tmp_path):
+  params = vgg.random_params(seed=1)
+  params['conv3_2'] = {'kernel': np.zeros((3, 3, 256, 128), np.float32),
+                       'bias': np.zeros((128,), np.float32)}
+  _write_public_keras_notop(tmp_path / 'bad.h5', params)
+  with pytest.raises(ValueError, match='layer conv3_2 has kernel'):
+    vgg.read_keras_h5(str(tmp_path / 'bad.h5'))
+  (tmp_path / 'junk.npz').write_bytes(b'not a zip')
+  with pytest.raises(ValueError, match='not a VGG19 params file'):
+    vgg.load_params(str(tmp_path / 'junk.npz'))
+
+
+def test_fetch_offline_fails_fast_and_names_the_manual_path(tmp_path):
+  start = time.monotonic()
+  result = run_python(['-m', 'srgan_jax.models.vgg', 'fetch', '--source=keras',
+                       f'--cache_dir={tmp_path}'], timeout=60)
+  elapsed = time.monotonic() - start
+  if result.returncode == 0:
+    pytest.skip('this machine reached the download server')
+  assert elapsed < 10, f'took {elapsed:.1f} s'
+  assert 'vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5' in result.stderr
+  assert f'convert --input={tmp_path}' in result.stderr
+
+
+def test_missing_weights_message_names_file_and_fetch_command(tmp_path):
+  from configs import default
+  config = default.get_config().vgg
+  config.cache_dir = str(tmp_path)
+  with pytest.raises(FileNotFoundError) as error:
+    vgg.resolve_params(config)
+  assert str(tmp_path / 'vgg19_keras.npz') in str(error.value)
+  assert 'python -m srgan_jax.models.vgg fetch --source=keras' in str(error.value)
