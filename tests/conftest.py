@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+# Keras (the VGG19 reference) must use JAX, whatever else is installed; set before any import.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 

@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import test as test_config
@@ -25,6 +26,13 @@ def main():
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   state_sharding = jax.tree.map(lambda _: replicated, abstract)
   state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(0))
+  # SGD, so that parameters move by their gradients: Adam turns the float noise of
+  # gradients that are zero in exact arithmetic (conv biases before a BatchNorm) into
+  # full +-lr steps, which would hide real differences behind sign flips of noise.
+  sgd = optax.sgd(0.05)
+  state = state.replace(g_tx=sgd, d_tx=sgd, g_opt_state=sgd.init(state.g_params),
+                        d_opt_state=sgd.init(state.d_params))
+  state_sharding = jax.tree.map(lambda _: replicated, state)
   step = jax.jit(train.make_train_step(config, adversarial=True),
                  in_shardings=(state_sharding, batch_sharding, replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))

@@ -1,0 +1,29 @@
+"""Shared by the benchmarks: analytic FLOPs (../shared/DESIGN.md), timing, machine facts."""
+
+import platform
+import time
+
+import jax
+
+# Analytic FLOPs (2 x MACs) per image at 96x96 HR crops, x4, the paper's G/D/VGG19.
+SRGAN_STEP_FLOP_PER_IMAGE = 0.693e12 / 16  # G fwd+bwd, VGG54 on SR and HR + input-grad, D x3
+SRRESNET_STEP_FLOP_PER_IMAGE = 0.123e12 / 16
+G_FORWARD_FLOP_PER_LR_PIXEL = 4.44e6  # 1.163 TFLOP for a 512x512 LR image
+
+
+def time_calls(fn, warmup: int, iters: int) -> float:
+  """Seconds per call of fn() (which returns arrays), after warm-up, blocking on results."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  start = time.perf_counter()
+  for _ in range(iters):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / iters
+
+
+def machine() -> str:
+  device = jax.devices()[0]
+  kind = getattr(device, 'device_kind', device.platform)
+  return (f'{kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, '
+          f'{platform.processor() or platform.machine()}')

@@ -1,0 +1,146 @@
+"""A PyTorch model of the same SRGAN architecture and step, for side-by-side timing only.
+
+Same layers as srgan_jax (SRResNet G, the 8-conv D, VGG19 to conv5_4), same step: G
+forward once, D update on (HR, SR.detach()), G update on content + 1e-3 adversarial
+through the updated D. bf16 via autocast, channels-last memory. Optional dependency.
+"""
+
+import time
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class ResidualBlock(nn.Module):
+
+  def __init__(self, c):
+    super().__init__()
+    self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.PReLU(),
+                              nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+
+  def forward(self, x):
+    return x + self.body(x)
+
+
+class Generator(nn.Module):
+
+  def __init__(self, blocks=16, c=64):
+    super().__init__()
+    self.head = nn.Sequential(nn.Conv2d(3, c, 9, padding=4), nn.PReLU())
+    self.body = nn.Sequential(*[ResidualBlock(c) for _ in range(blocks)],
+                              nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+    self.up = nn.Sequential(*[m for _ in range(2) for m in
+                              (nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.PReLU())])
+    self.tail = nn.Conv2d(c, 3, 9, padding=4)
+
+  def forward(self, lr):
+    x = self.head(lr)
+    return torch.tanh(self.tail(self.up(x + self.body(x))))
+
+
+class Discriminator(nn.Module):
+
+  def __init__(self, crop=96):
+    super().__init__()
+    layers, cin = [], 3
+    for i, c in enumerate((64, 64, 128, 128, 256, 256, 512, 512)):
+      layers.append(nn.Conv2d(cin, c, 3, stride=2 if i % 2 else 1, padding=1))
+      if i:
+        layers.append(nn.BatchNorm2d(c))
+      layers.append(nn.LeakyReLU(0.2))
+      cin = c
+    self.features = nn.Sequential(*layers)
+    self.head = nn.Sequential(nn.Flatten(), nn.Linear(512 * (crop // 16) ** 2, 1024),
+                              nn.LeakyReLU(0.2), nn.Linear(1024, 1))
+
+  def forward(self, x):
+    return self.head(self.features(x))[:, 0]
+
+
+def vgg19_to_conv5_4():
+  layers, cin = [], 3
+  for block, count, c in ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512)):
+    if block > 1:
+      layers.append(nn.MaxPool2d(2))
+    for _ in range(count):
+      layers += [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU()]
+      cin = c
+  return nn.Sequential(*layers)
+
+
+def time_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
+              compile_model: bool = False) -> float:
+  """Seconds per training step."""
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  fmt = torch.channels_last
+  g = Generator().to(device, memory_format=fmt)
+  d = Discriminator(crop).to(device, memory_format=fmt)
+  vgg = vgg19_to_conv5_4().to(device, memory_format=fmt).requires_grad_(False)
+  g_opt = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.9, 0.999))
+  d_opt = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.9, 0.999))
+  hr = (torch.rand(batch, 3, crop, crop, device=device) * 2 - 1).contiguous(memory_format=fmt)
+  lr = F.avg_pool2d((hr + 1) / 2, 4).contiguous(memory_format=fmt)  # degradation not timed here
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
+
+  def srgan_step():
+    with autocast:
+      sr = g(lr)
+      real_logits, fake_logits = d(hr), d(sr.detach())
+      d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) +
+                F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_opt.step()
+    with autocast:
+      with torch.no_grad():
+        hr_features = vgg(hr)
+      content = F.mse_loss(vgg(sr) / 12.75, hr_features / 12.75)
+      logits = d(sr)
+      adversarial = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+      g_loss = content + 1e-3 * adversarial
+    g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    g_opt.step()
+    return g_loss
+
+  def srresnet_step():
+    with autocast:
+      loss = F.mse_loss(g(lr), hr)
+    g_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    g_opt.step()
+    return loss
+
+  step = srgan_step if model == 'srgan' else srresnet_step
+  if compile_model:
+    g.forward = torch.compile(g.forward)
+    d.forward = torch.compile(d.forward)
+    vgg.forward = torch.compile(vgg.forward)
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+  for _ in range(warmup):
+    step()
+  sync()
+  start = time.perf_counter()
+  for _ in range(iters):
+    step()
+  sync()
+  return (time.perf_counter() - start) / iters
+
+
+def time_generator(lr_size: int, dtype: str, warmup: int, iters: int, compile_model: bool) -> float:
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  g = Generator().to(device, memory_format=torch.channels_last).eval()
+  if compile_model:
+    g = torch.compile(g)
+  lr = torch.rand(1, 3, lr_size, lr_size, device=device).contiguous(memory_format=torch.channels_last)
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+  with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bfloat16'):
+    for _ in range(warmup):
+      g(lr)
+    sync()
+    start = time.perf_counter()
+    for _ in range(iters):
+      g(lr)
+    sync()
+  return (time.perf_counter() - start) / iters

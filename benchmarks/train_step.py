@@ -1,0 +1,99 @@
+"""Speed of the SRGAN and SRResNet training steps: ms/step, images/s, model-FLOP utilisation.
+
+  python benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=16,64 \
+      --dtypes=float32,bfloat16 --peak_tflops=989 [--torch]
+
+Times the jitted step on one device with a fixed uint8 HR batch already on the device
+(the input pipeline is benchmarked separately), after warm-up, blocking on the results.
+MFU = analytic FLOPs (../shared/DESIGN.md) / time / peak. With --torch, the PyTorch model
+of the same architecture and step (benchmarks/torch_reference.py) is timed in the same
+run, and the JAX/PyTorch ratio printed.
+"""
+
+import argparse
+import functools
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import numpy as np
+
+from benchmarks import common
+from configs import default
+from srgan_jax import train
+from srgan_jax.models import vgg
+
+
+def step_config(model: str, batch: int, dtype: str, crop: int):
+  config = default.get_config()
+  config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
+  config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
+  config.train.batch_size = batch
+  config.train.compute_dtype = dtype
+  config.data.hr_crop_size = crop
+  return config
+
+
+def time_jax_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int) -> float:
+  config = step_config(model, batch, dtype, crop)
+  state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
+  vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
+  step = jax.jit(train.make_train_step(config, model == 'srgan', 'keras'), donate_argnums=(0,))
+  hr = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = step(holder['state'], hr, vgg_params)
+    return metrics
+
+  return common.time_calls(run, warmup, iters)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--models', default='srgan,srresnet', help='comma list: srgan, srresnet')
+  parser.add_argument('--batch_sizes', default='16,64', help='comma list of global batch sizes')
+  parser.add_argument('--dtypes', default='float32,bfloat16', help='comma list of compute dtypes')
+  parser.add_argument('--crop', type=int, default=96, help='HR crop side (FLOPs assume 96)')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
+  parser.add_argument('--iters', type=int, default=20, help='timed steps')
+  parser.add_argument('--peak_tflops', type=float, default=0.0,
+                      help='device peak for MFU, e.g. 989 (H100 SXM bf16 dense); 0: no MFU')
+  parser.add_argument('--torch', action='store_true', help='also time benchmarks/torch_reference.py')
+  parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
+  parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
+  args = parser.parse_args()
+
+  print(f'machine: {common.machine()}')
+  print(f'command: {" ".join(sys.argv)}')
+  crop_flop_scale = (args.crop / 96) ** 2
+  for model in args.models.split(','):
+    per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
+                 else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
+    for batch in map(int, args.batch_sizes.split(',')):
+      for dtype in args.dtypes.split(','):
+        seconds = time_jax_step(model, batch, dtype, args.crop, args.warmup, args.iters)
+        row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
+               'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
+               'tflops': per_image * batch / seconds / 1e12}
+        if args.peak_tflops:
+          row['mfu'] = row['tflops'] / args.peak_tflops
+        if args.torch:
+          from benchmarks import torch_reference
+          t = torch_reference.time_step(model, batch, dtype, args.crop, args.warmup, args.iters,
+                                        compile_model=args.torch_compile)
+          row['torch_ms_per_step'] = 1e3 * t
+          row['jax_speedup_over_torch'] = t / seconds
+        print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                       for k, v in row.items()), flush=True)
+        if args.json:
+          with open(args.json, 'a') as f:
+            f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
+
+
+if __name__ == '__main__':
+  main()
