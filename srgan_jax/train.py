@@ -63,9 +63,7 @@ def uses_discriminator(config) -> bool:
 def build_models(config):
   """(generator, discriminator or None, VGG features or None) for this config."""
   dtype = DTYPES[config.train.compute_dtype]
-  generator = Generator(num_blocks=config.generator.num_blocks,
-                        features=config.generator.features,
-                        scale=config.generator.scale, dtype=dtype)
+  generator = generator_from_config(config.generator, dtype)
   discriminator = (Discriminator(features=tuple(config.discriminator.features),
                                  dense_features=config.discriminator.dense_features,
                                  dtype=dtype) if uses_discriminator(config) else None)
@@ -75,6 +73,14 @@ def build_models(config):
                                  after_activation=config.loss.vgg_after_activation,
                                  dtype=dtype)
   return generator, discriminator, vgg_features
+
+
+def generator_from_config(g_config, dtype=jnp.float32) -> Generator:
+  output_layer = g_config.get('output_layer', 'conv')
+  if output_layer not in ('tap_sum', 'conv'):
+    raise ValueError(f"config.generator.output_layer must be tap_sum or conv, got {output_layer!r}")
+  return Generator(num_blocks=g_config.num_blocks, features=g_config.features,
+                   scale=g_config.scale, dtype=dtype, tap_sum_output=output_layer == 'tap_sum')
 
 
 def learning_rate_schedule(opt_config) -> optax.Schedule:

@@ -131,8 +131,7 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   """
   config = train.load_config(_find_run_dir(path))
   tree, restored_step = train.restore_raw(path, step)
-  generator = Generator(num_blocks=config.generator.num_blocks, features=config.generator.features,
-                        scale=config.generator.scale, dtype=train.DTYPES[dtype])
+  generator = train.generator_from_config(config.generator, train.DTYPES[dtype])
   variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
   return Upscaler(generator, variables, tile=tile, tile_overlap=tile_overlap, bucket=bucket,
                   step=restored_step)
