@@ -134,3 +134,35 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   result = run_python(args[:3] + [str(inputs / 'rgb.png'), f'--output={out}'])
   assert result.returncode == 0 and 'not overwritten' in result.stderr
   assert (out / 'rgb_x4.png').stat().st_mtime_ns == before
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  args = [sys.executable, 'main.py', '--config=configs/test.py', f'--workdir={tmp_path}',
+          '--config.eval.sets=()', '--config.train.log_every_steps=1',
+          '--config.train.checkpoint_every_steps=100000', '--config.train.image_every_steps=0']
+  proc = subprocess.Popen(args + ['--config.train.num_steps=100000'], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 240
+    metrics = tmp_path / 'metrics.jsonl'
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+      assert proc.poll() is None, proc.communicate()[1][-3000:]
+      assert time.monotonic() < deadline, 'training did not start'
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 0, stderr[-3000:]
+  assert 'stopped at step' in stderr
+  saved = [int(s) for s in os.listdir(tmp_path / 'checkpoints')]
+  assert len(saved) == 1 and 3 <= saved[0] < 100000
+  resumed = run_python([*args[1:], f'--config.train.num_steps={saved[0] + 2}'])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'at step {saved[0]}' in resumed.stderr

@@ -21,6 +21,7 @@ def _data_config(source, crop=32, **overrides):
 
 
 def _write_bad_folder(root):
+  root.mkdir(exist_ok=True)
   rng = np.random.default_rng(0)
   good = rng.integers(0, 256, (50, 60, 3)).astype(np.uint8)
   Image.fromarray(good).save(root / 'good.png')
@@ -72,6 +73,19 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, caplog):
   text = caplog.text
   assert 'tiny.png' in text and 'smaller than the 32-pixel crop' in text
   assert 'notes.jpg' in text and 'truncated.png' in text
+
+
+def test_training_on_a_folder_of_bad_files_runs(tmp_path, tiny_config, caplog):
+  from srgan_jax import train
+  _write_bad_folder(tmp_path / 'data')
+  tiny_config.data.source = f'folder:{tmp_path / "data"}'
+  tiny_config.eval.sets = ()
+  tiny_config.train.num_steps = 3
+  with caplog.at_level(std_logging.WARNING):
+    state = train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  assert int(state.step) == 3
+  for name in ('tiny.png', 'notes.jpg', 'truncated.png'):
+    assert name in caplog.text
 
 
 def test_folder_without_usable_images_fails_at_start(tmp_path):
