@@ -187,9 +187,9 @@ class TrainingEvaluator:
         _write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
                     {'dataset': name, 'step': step, **means, 'images': rows})
         for item in images[:self.COMPARISONS_PER_SET]:
-          image_io.save_png(
-              os.path.join(self.workdir, 'eval', f'{name}_{item.name}_{step}.png'),
-              side_by_side(item.lr, upscaler(item.lr), item.hr, self.scale))
+          path = os.path.join(self.workdir, 'eval', f'{name}_{item.name}_{step}.png')
+          image_io.save_png(path, side_by_side(item.lr, upscaler(item.lr), item.hr, self.scale))
+          print(f'  bicubic | SR | HR: {path}', flush=True)
     first = dataset_name(self.config.eval.sets[0])
     metric = results.get(f'eval/{first}/{self.config.eval.best_metric}')
     if metric is not None and (self.best is None or metric > self.best['value']):

@@ -316,6 +316,31 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+# Fields that decide the shapes in a checkpoint: a resumed run must keep them.
+_SHAPE_FIELDS = ('generator.num_blocks', 'generator.features', 'generator.scale',
+                 'discriminator.features', 'discriminator.dense_features',
+                 'loss.adversarial_weight', 'data.hr_crop_size')
+
+
+def check_resumable(config, workdir: str):
+  """Before touching a workdir that holds checkpoints, checks the config still fits them."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')) or not os.path.exists(
+      os.path.join(workdir, 'config.json')):
+    return
+  saved = load_config(workdir)
+  for field in _SHAPE_FIELDS:
+    section, key = field.split('.')
+    old, new = saved[section].get(key), config[section][key]
+    if isinstance(old, (list, tuple)):
+      old, new = list(old), list(new)
+    if field == 'loss.adversarial_weight':
+      old, new = bool(old), bool(new)  # Only whether D exists matters.
+    if old != new:
+      raise ValueError(
+          f'{workdir} holds checkpoints of a run with {field}={old}, but this config has '
+          f'{new}: use another --workdir, or the same {field} to resume')
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -365,6 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   validate_config(config)
   workdir = os.path.abspath(workdir)
+  check_resumable(config, workdir)
   is_writer = jax.process_index() == 0
   if is_writer:
     os.makedirs(workdir, exist_ok=True)

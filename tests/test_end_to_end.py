@@ -166,3 +166,26 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
   resumed = run_python([*args[1:], f'--config.train.num_steps={saved[0] + 2}'])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'at step {saved[0]}' in resumed.stderr
+
+
+def test_resuming_with_another_model_shape_is_refused(trained_run, tmp_path):
+  workdir, _ = trained_run
+  import shutil
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy)
+  before = sorted(os.listdir(copy / 'checkpoints'))
+  result = run_python(['main.py', '--config=configs/test.py', f'--workdir={copy}',
+                       '--config.generator.num_blocks=3'])
+  assert result.returncode != 0
+  assert 'generator.num_blocks=2' in result.stderr and 'use another --workdir' in result.stderr
+  assert sorted(os.listdir(copy / 'checkpoints')) == before
+  assert json.load(open(copy / 'config.json'))['generator']['num_blocks'] == 2
+
+
+def test_example_script_upscales_a_file(trained_run, tmp_path):
+  workdir, _ = trained_run
+  Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / 'in.png')
+  result = run_python(['examples/upscale_in_jax.py', f'--workdir={workdir}',
+                       f'--input={tmp_path}/in.png', f'--output={tmp_path}/out.png'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert Image.open(tmp_path / 'out.png').size == (48, 40)
