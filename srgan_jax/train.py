@@ -251,12 +251,15 @@ def find_checkpoint_dir(path: str) -> str:
   return candidate if os.path.isdir(candidate) else path
 
 
-def restore_raw(path: str, step: Optional[int] = None) -> tuple[dict, int]:
-  """Restores a checkpoint as nested dicts of host arrays (no target needed).
+def restore_raw(path: str, step: Optional[int] = None,
+                keys: Optional[tuple[str, ...]] = None) -> tuple[dict, int]:
+  """Restores (part of) a checkpoint as nested dicts of numpy arrays, with no target.
 
   Args:
     path: a run folder (holding checkpoints/), a checkpoint folder, or one step's folder.
-    step: which step; default the latest.
+    step: which step; default the latest (or the step of a step folder).
+    keys: top-level fields of the state to read (e.g. only the generator's); default all.
+      Only these are read from disk.
 
   Returns:
     (tree, step). Raises FileNotFoundError naming the folder if it holds no checkpoint.
@@ -270,23 +273,34 @@ def restore_raw(path: str, step: Optional[int] = None) -> tuple[dict, int]:
     raise FileNotFoundError(f'no checkpoint folder at {path}')
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
     steps = mngr.all_steps()
-    if not steps:
-      raise FileNotFoundError(f'{directory} holds no checkpoint')
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f'{directory} has no checkpoint for step {step}; it has {sorted(steps)}')
-    metadata = mngr.item_metadata(step)
-    tree_meta = getattr(metadata, 'tree', metadata)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_meta)
-    tree = mngr.restore(step, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  if not steps:
+    raise FileNotFoundError(f'{directory} holds no checkpoint')
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'{directory} has no checkpoint for step {step}; it has {sorted(steps)}')
+  item = os.path.join(directory, str(step), 'default')
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree_meta = checkpointer.metadata(item).item_metadata
+  tree_meta = dict(getattr(tree_meta, 'tree', tree_meta))
+  if keys is not None:
+    missing = [k for k in keys if k not in tree_meta]
+    if missing:
+      raise ValueError(f'{item} has no {missing}: not a srgan_jax training checkpoint')
+    tree_meta = {k: tree_meta[k] for k in keys}
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_meta)
+  tree = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+      item=tree_meta, restore_args=restore_args, partial_restore=keys is not None))
   return tree, step
+
+
+GENERATOR_KEYS = ('g_params', 'g_batch_stats', 'g_ema_params')
 
 
 def init_generator_from(state: TrainState, path: str) -> TrainState:
   """Copies G's params, batch stats and EMA from another run (SRGAN from SRResNet)."""
-  tree, step = restore_raw(path)
+  tree, step = restore_raw(path, keys=GENERATOR_KEYS)
   replaced = {}
-  for key in ('g_params', 'g_batch_stats', 'g_ema_params'):
+  for key in GENERATOR_KEYS:
     source, target = tree[key], getattr(state, key)
     source_shapes = jax.tree.map(np.shape, source)
     target_shapes = jax.tree.map(np.shape, target)

@@ -130,7 +130,7 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   statistics. Needs only the files in the run folder.
   """
   config = train.load_config(_find_run_dir(path))
-  tree, restored_step = train.restore_raw(path, step)
+  tree, restored_step = train.restore_raw(path, step, keys=train.GENERATOR_KEYS)
   generator = train.generator_from_config(config.generator, train.DTYPES[dtype])
   variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
   return Upscaler(generator, variables, tile=tile, tile_overlap=tile_overlap, bucket=bucket,

@@ -105,6 +105,9 @@ def test_upscale_api(trained_run):
   # The same through a checkpoint folder of the run.
   again = upscale.load_upscaler(str(workdir / 'checkpoints' / '6'))
   np.testing.assert_array_equal(again(image), out)
+  best = upscale.load_upscaler(str(workdir / 'best'))  # the best-by-PSNR checkpoint
+  assert best.step == 6
+  np.testing.assert_array_equal(best(image), out)
 
 
 def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):

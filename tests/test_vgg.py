@@ -136,3 +136,9 @@ def test_missing_weights_message_names_file_and_fetch_command(tmp_path):
     vgg.resolve_params(config)
   assert str(tmp_path / 'vgg19_keras.npz') in str(error.value)
   assert 'python -m srgan_jax.models.vgg fetch --source=keras' in str(error.value)
+
+
+def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
+  monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))
+  assert vgg.params_path('torchvision') == str(tmp_path / 'vgg19_torchvision.npz')
+  assert vgg.params_path('keras', '/elsewhere') == '/elsewhere/vgg19_keras.npz'
