@@ -192,3 +192,35 @@ def test_example_script_upscales_a_file(trained_run, tmp_path):
                        f'--input={tmp_path}/in.png', f'--output={tmp_path}/out.png'])
   assert result.returncode == 0, result.stderr[-3000:]
   assert Image.open(tmp_path / 'out.png').size == (48, 40)
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
+  """SIGKILL (no chance to clean up) while checkpoints are being written every step."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  args = ['main.py', '--config=configs/test.py', f'--workdir={tmp_path}', '--config.eval.sets=()',
+          '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=1',
+          '--config.train.image_every_steps=0', '--config.train.keep_checkpoints=2']
+  proc = subprocess.Popen([sys.executable, *args, '--config.train.num_steps=100000'], cwd=REPO,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 240
+    metrics = tmp_path / 'metrics.jsonl'
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 6):
+      assert proc.poll() is None and time.monotonic() < deadline
+      time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  finally:
+    proc.kill()
+  complete = [int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]
+  assert complete, 'no checkpoint survived'
+  latest = max(complete)
+  resumed = run_python([*args, f'--config.train.num_steps={latest + 2}'])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert [l['step'] for l in lines][-2:] == [latest + 1, latest + 2]
