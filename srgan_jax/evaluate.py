@@ -148,7 +148,7 @@ class TrainingEvaluator:
   BUCKET = 16
   COMPARISONS_PER_SET = 2
 
-  def __init__(self, config, workdir: str, mesh=None):
+  def __init__(self, config, workdir: str):
     from srgan_jax import train
     self.config, self.workdir = config, workdir
     self.scale = config.generator.scale

@@ -463,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   adversarial_from = config.loss.adversarial_start_step
 
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer, truncate_after=start_step)
-  evaluator = evaluate.TrainingEvaluator(config, workdir, mesh) if config.eval.sets else None
+  evaluator = evaluate.TrainingEvaluator(config, workdir) if config.eval.sets else None
   num_steps = config.train.num_steps
   train_config = config.train
   history = []  # (step, device metrics) since the last check.
