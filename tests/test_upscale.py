@@ -42,3 +42,13 @@ def test_receptive_field_of_paper_generator():
   # conv_in 4 + 16 blocks * 2 + conv_body 1 = 37 LR px; upsampling convs 1 + 0.5;
   # conv_out 4 HR px = 1 LR px: 39.5, rounded up.
   assert upscale.receptive_field_radius(16, 4) == 40
+
+
+def test_bucket_padding_only_touches_the_far_border():
+  """Padding to a bucket changes only pixels within the receptive field of the padded edge."""
+  image = np.random.default_rng(2).integers(0, 256, (40, 45, 3)).astype(np.uint8)
+  exact = _random_upscaler()(image).astype(int)
+  padded = _random_upscaler(bucket=32)(image).astype(int)
+  r, s = upscale.receptive_field_radius(2, 4), 4
+  assert np.abs(padded - exact)[:(40 - r) * s, :(45 - r) * s].max() <= 1
+  assert np.abs(padded - exact).max() > 1  # and it does touch the border (the check can fail)
