@@ -86,9 +86,15 @@ def _decode_files(paths: Sequence[str], min_size: int, threads: int,
 def _tfds_images(name: str, split: str, data_dir: str, image_key: str, shard: int,
                  num_shards: int, min_size: int, report: LoadReport) -> list[np.ndarray]:
   """Reads one shard of a TFDS split; TensorFlow is kept off the accelerators."""
-  import tensorflow as tf  # Only TFDS needs TensorFlow.
-  tf.config.set_visible_devices([], 'GPU')
-  import tensorflow_datasets as tfds
+  try:
+    import tensorflow as tf  # Only TFDS needs TensorFlow.
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise ImportError(
+        f'data source tfds:{name} needs TensorFlow Datasets ({e}); install it with '
+        f'`pip install -e ".[tfds]"`, or train on a folder: --config.data.source=folder:PATH'
+    ) from e
+  tf.config.set_visible_devices([], 'GPU')  # TensorFlow must not take accelerator memory.
 
   sub_split = tfds.even_splits(split, n=num_shards)[shard]
   dataset = tfds.load(name, split=sub_split, data_dir=data_dir or None, shuffle_files=False)
