@@ -53,6 +53,15 @@ def test_decode_rules(tmp_path):
     images.decode(str(tmp_path / 'truncated.png'))
 
 
+def test_lossless_formats_decode_exactly(tmp_path):
+  image = np.random.default_rng(3).integers(0, 256, (12, 9, 3)).astype(np.uint8)
+  for name, kwargs in [('a.bmp', {}), ('a.webp', {'lossless': True}), ('a.tif', {}),
+                       ('a.png', {})]:
+    Image.fromarray(image).save(tmp_path / name, **kwargs)
+    np.testing.assert_array_equal(images.read_rgb(str(tmp_path / name)), image)
+  assert len(images.list_image_files(str(tmp_path))) == 4
+
+
 def test_exif_orientation_is_applied(tmp_path):
   image = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
   exif = image.getexif()
