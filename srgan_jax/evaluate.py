@@ -155,6 +155,7 @@ class TrainingEvaluator:
     self.sets = {dataset_name(s): load_eval_set(s, self.scale, config.eval.max_images)
                  for s in config.eval.sets}
     self.generator, _, _ = train.build_models(config)
+    self.upscaler = None  # Built once, so each bucket shape compiles once per run.
     self.best_manager = train.checkpoint_manager(os.path.join(workdir, 'best'), keep=1)
     self.best_path = os.path.join(workdir, 'best', 'best.json')
     self.best = None
@@ -170,7 +171,10 @@ class TrainingEvaluator:
     import jax
     from srgan_jax import upscale, train
     variables = jax.device_get({'params': state.g_ema_params, 'batch_stats': state.g_batch_stats})
-    upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET, step=step)
+    if self.upscaler is None:
+      self.upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET)
+    upscaler = self.upscaler
+    upscaler.set_variables(variables, step)
     results = {}
     is_writer = jax.process_index() == 0
     os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)

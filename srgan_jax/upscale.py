@@ -75,6 +75,10 @@ class Upscaler:
     self.tile, self.tile_overlap, self.bucket = tile, tile_overlap, bucket
     self._apply = jax.jit(lambda v, lr: generator.apply(v, lr, train=False))
 
+  def set_variables(self, variables, step: Optional[int] = None):
+    """Swaps in new weights of the same shapes; compiled programs are kept."""
+    self.variables, self.step = jax.device_put(variables), step
+
   def sr_float(self, lr: np.ndarray) -> np.ndarray:
     """[h, w, 3] float32 LR in [0, 1] -> [sh, sw, 3] float32 SR in [-1, 1] (whole image)."""
     h, w = lr.shape[:2]

@@ -52,3 +52,17 @@ def test_bucket_padding_only_touches_the_far_border():
   r, s = upscale.receptive_field_radius(2, 4), 4
   assert np.abs(padded - exact)[:(40 - r) * s, :(45 - r) * s].max() <= 1
   assert np.abs(padded - exact).max() > 1  # and it does touch the border (the check can fail)
+
+
+def test_training_evaluator_compiles_each_bucket_once(tiny_config, tmp_path):
+  from srgan_jax import evaluate, train
+  tiny_config.eval.sets = ('skimage:astronaut,coffee',)
+  evaluator = evaluate.TrainingEvaluator(tiny_config, str(tmp_path))
+  state = train.init_state(tiny_config, jax.random.PRNGKey(0))
+  first = evaluator.run(state, 1)
+  state = state.replace(g_ema_params=jax.tree.map(lambda p: p * 0.5, state.g_ema_params))
+  second = evaluator.run(state, 2)
+  evaluator.close()
+  # astronaut 128x128 and coffee 100x150 LR: two buckets, compiled in the first run only.
+  assert evaluator.upscaler._apply._cache_size() == 2
+  assert first['eval/skimage_astronaut_coffee/psnr_y'] != second['eval/skimage_astronaut_coffee/psnr_y']
