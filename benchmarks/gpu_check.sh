@@ -31,7 +31,7 @@ run train_step 240 python3 benchmarks/train_step.py --models=srgan,srresnet --ba
 run train_step 60 python3 benchmarks/train_step.py --models=srgan --batch_sizes=16 \
     --dtypes=bfloat16 --peak_tflops="$PEAK" --iters=20 --json="$OUT/train_step.jsonl"
 run upscale 90 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16,float32 \
-    --output_layers=tap_sum,conv --torch --torch_compile
+    --torch --torch_compile
 run input_pipeline 40 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
     --workers=1,16 --seconds=3 --degradation

@@ -27,9 +27,8 @@ from srgan_jax import train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_layer: str = 'conv'):
+def step_config(model: str, batch: int, dtype: str, crop: int):
   config = default.get_config()
-  config.generator.output_layer = output_layer
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.train.batch_size = batch
@@ -38,9 +37,8 @@ def step_config(model: str, batch: int, dtype: str, crop: int, output_layer: str
   return config
 
 
-def time_jax_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
-                  output_layer: str = 'conv') -> float:
-  config = step_config(model, batch, dtype, crop, output_layer)
+def time_jax_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int) -> float:
+  config = step_config(model, batch, dtype, crop)
   state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
   vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
   step = jax.jit(train.make_train_step(config, model == 'srgan', 'keras'), donate_argnums=(0,))
@@ -65,8 +63,6 @@ def main():
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help='device peak for MFU, e.g. 989 (H100 SXM bf16 dense); 0: no MFU')
-  parser.add_argument('--output_layers', default='conv',
-                      help='G output layer: comma list of conv, tap_sum (config.generator.output_layer)')
   parser.add_argument('--torch', action='store_true', help='also time benchmarks/torch_reference.py')
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
@@ -79,16 +75,14 @@ def main():
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
     for batch in map(int, args.batch_sizes.split(',')):
-      for dtype, layer in [(d, l) for d in args.dtypes.split(',')
-                           for l in args.output_layers.split(',')]:
-        seconds = time_jax_step(model, batch, dtype, args.crop, args.warmup, args.iters, layer)
+      for dtype in args.dtypes.split(','):
+        seconds = time_jax_step(model, batch, dtype, args.crop, args.warmup, args.iters)
         row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
-               'output_layer': layer,
                'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
                'tflops': per_image * batch / seconds / 1e12}
         if args.peak_tflops:
           row['mfu'] = row['tflops'] / args.peak_tflops
-        if args.torch and layer == args.output_layers.split(',')[0]:
+        if args.torch:
           from benchmarks import torch_reference
           t = torch_reference.time_step(model, batch, dtype, args.crop, args.warmup, args.iters,
                                         compile_model=args.torch_compile)

@@ -29,8 +29,6 @@ def main():
   parser.add_argument('--dtypes', default='float32,bfloat16')
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--iters', type=int, default=20)
-  parser.add_argument('--output_layers', default='tap_sum,conv',
-                      help='G output layer implementations to time: tap_sum, conv')
   parser.add_argument('--torch', action='store_true', help='also time the PyTorch reference')
   parser.add_argument('--torch_compile', action='store_true')
   args = parser.parse_args()
@@ -38,15 +36,15 @@ def main():
   print(f'command: {" ".join(sys.argv)}')
   flop = common.G_FORWARD_FLOP_PER_LR_PIXEL * args.size ** 2
   out_mpix = (4 * args.size) ** 2 / 1e6
-  for dtype, layer in [(d, l) for d in args.dtypes.split(',') for l in args.output_layers.split(',')]:
-    generator = Generator(dtype=train.DTYPES[dtype], tap_sum_output=layer == 'tap_sum')
+  for dtype in args.dtypes.split(','):
+    generator = Generator(dtype=train.DTYPES[dtype])
     lr = jnp.asarray(np.random.default_rng(0).random((1, args.size, args.size, 3), np.float32))
     variables = jax.jit(generator.init)(jax.random.PRNGKey(0), lr)
     apply = jax.jit(lambda v, x: generator.apply(v, x))
     seconds = common.time_calls(lambda: apply(variables, lr), args.warmup, args.iters)
-    line = (f'jax {dtype} output={layer}: {1e3 * seconds:.2f} ms/image, {out_mpix / seconds:.1f} output MPix/s, '
+    line = (f'jax {dtype}: {1e3 * seconds:.2f} ms/image, {out_mpix / seconds:.1f} output MPix/s, '
             f'{flop / seconds / 1e12:.2f} TFLOP/s')
-    if args.torch and layer == args.output_layers.split(',')[0]:
+    if args.torch:
       from benchmarks import torch_reference
       t = torch_reference.time_generator(args.size, dtype, args.warmup, args.iters,
                                          args.torch_compile)

@@ -19,10 +19,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.num_blocks = 16  # Residual blocks in the SRResNet body.
   config.generator.features = 64  # Channels of the body convolutions.
   config.generator.scale = 4  # Upscaling factor: 2, 4 or 8 (repeated x2 pixel shuffle).
-  # How the 9x9 -> 3 output conv is computed (same params and result either way):
-  # 'conv' (a plain convolution) or 'tap_sum' (one matmul plus a sum of shifted taps:
-  # 12% faster for bf16 inference on an H200, but 2x slower to train; RESULTS.md).
-  config.generator.output_layer = 'conv'
 
   config.discriminator = ml_collections.ConfigDict()
   # Channels of the 8 conv layers; stride 2 on every second one.

@@ -76,11 +76,9 @@ def build_models(config):
 
 
 def generator_from_config(g_config, dtype=jnp.float32) -> Generator:
-  output_layer = g_config.get('output_layer', 'conv')
-  if output_layer not in ('tap_sum', 'conv'):
-    raise ValueError(f"config.generator.output_layer must be tap_sum or conv, got {output_layer!r}")
+  """The generator a `config.generator` describes (training, evaluation and inference)."""
   return Generator(num_blocks=g_config.num_blocks, features=g_config.features,
-                   scale=g_config.scale, dtype=dtype, tap_sum_output=output_layer == 'tap_sum')
+                   scale=g_config.scale, dtype=dtype)
 
 
 def learning_rate_schedule(opt_config) -> optax.Schedule:

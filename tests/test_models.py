@@ -70,25 +70,3 @@ def test_vgg_before_activation_can_be_negative():
   assert float(b.min()) < 0
   np.testing.assert_allclose(np.asarray(a), np.maximum(np.asarray(b), 0), atol=1e-6)
 
-
-def test_tap_sum_output_layer_equals_convolution():
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 11, 13, 5))
-  from srgan_jax.models.generator import TapSumConv
-  import flax.linen as nn
-  params = TapSumConv(3, 9).init(jax.random.PRNGKey(1), x)
-  params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero bias too
-  ours = TapSumConv(3, 9).apply(params, x)
-  reference = nn.Conv(3, (9, 9)).apply(params, x)
-  np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), atol=1e-5, rtol=1e-5)
-  grad = lambda f: jax.grad(lambda p: jnp.sum(f.apply(p, x) ** 2))(params)
-  for a, b in zip(jax.tree.leaves(grad(TapSumConv(3, 9))), jax.tree.leaves(grad(nn.Conv(3, (9, 9))))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
-
-
-def test_generator_output_layer_choice_does_not_change_results():
-  lr = jax.random.uniform(jax.random.PRNGKey(0), (1, 6, 7, 3))
-  fast = Generator(num_blocks=1, features=8, tap_sum_output=True)
-  plain = Generator(num_blocks=1, features=8, tap_sum_output=False)
-  variables = fast.init(jax.random.PRNGKey(0), lr)
-  np.testing.assert_allclose(np.asarray(fast.apply(variables, lr)),
-                             np.asarray(plain.apply(variables, lr)), atol=1e-5)

@@ -33,39 +33,6 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h * factor, w * factor, c_out)
 
 
-class TapSumConv(nn.Module):
-  """A 'SAME' KxK convolution to few output channels, as one matmul and a sum of taps.
-
-  Same parameters ('kernel' [K, K, Cin, Cout], 'bias' [Cout]) and result as `nn.Conv`.
-  A direct convolution to 3 channels keeps the GPU's matrix units mostly idle (the
-  paper's 9x9 64->3 output layer runs at a few percent of peak). Here every input pixel
-  is first multiplied by all K*K*Cout kernel taps at once, a [pixels, Cin] x
-  [Cin, K*K*Cout] matmul, and the output sums the K*K shifted tap planes:
-    out[y, x] = sum_ij z[y + i - K//2, x + j - K//2, i, j].
-  The intermediate has K*K*Cout channels, so this pays off only for small Cout.
-  Measured on an H200 (benchmarks/RESULTS.md): 12% faster for bf16 inference of the
-  paper's G on 512x512, but the SRGAN training step is 1.8x slower (the transposed tap
-  sum in the backward pass), so training uses the plain convolution by default.
-  """
-
-  features: int
-  kernel_size: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    k, cin = self.kernel_size, x.shape[-1]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, cin, self.features))
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    n, h, w, _ = x.shape
-    taps = jnp.einsum('nhwc,ijco->nhwijo', x, kernel)  # [N, H, W, K, K, Cout]
-    r = k // 2
-    taps = jnp.pad(taps, ((0, 0), (r, r), (r, r), (0, 0), (0, 0), (0, 0)))
-    out = sum(taps[:, i:i + h, j:j + w, i, j, :] for i in range(k) for j in range(k))
-    return out + bias
-
-
 class ResidualBlock(nn.Module):
   """conv3x3, BN, PReLU, conv3x3, BN, + skip."""
 
@@ -98,8 +65,6 @@ class Generator(nn.Module):
   features: int = 64
   scale: int = 4
   dtype: Any = jnp.float32
-  # Output layer as `TapSumConv` (same params and result as nn.Conv); see its docstring.
-  tap_sum_output: bool = False
 
   @nn.compact
   def __call__(self, lr, train: bool = False):
@@ -122,8 +87,5 @@ class Generator(nn.Module):
       x = nn.Conv(4 * self.features, (3, 3), dtype=self.dtype, name=f'conv_up{i}')(x)
       x = pixel_shuffle(x, 2)
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'prelu_up{i}')(x)
-    if self.tap_sum_output:
-      x = TapSumConv(3, 9, dtype=self.dtype, name='conv_out')(x)
-    else:
-      x = nn.Conv(3, (9, 9), dtype=self.dtype, name='conv_out')(x)
+    x = nn.Conv(3, (9, 9), dtype=self.dtype, name='conv_out')(x)
     return jnp.tanh(x.astype(jnp.float32))
