@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Callable, Optional
 
+import jax
 import numpy as np
 
 from srgan_jax import degradation, images as image_io, input_pipeline
@@ -168,8 +169,7 @@ class TrainingEvaluator:
     self.best_manager.close()
 
   def run(self, state, step: int) -> dict:
-    import jax
-    from srgan_jax import upscale, train
+    from srgan_jax import upscale
     variables = jax.device_get({'params': state.g_ema_params, 'batch_stats': state.g_batch_stats})
     if self.upscaler is None:
       self.upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET)
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
       return 1
     means, rows = evaluate_set(images, fn, scale, args.rgb)
     summaries.append({'dataset': name, 'method': method, 'step': step, 'n': len(rows), **means})
-    if args.workdir and jax_process_index() == 0:
+    if args.workdir and jax.process_index() == 0:
       os.makedirs(os.path.join(args.workdir, 'eval'), exist_ok=True)
       _write_json(os.path.join(args.workdir, 'eval', f'{name}_{step}.json'),
                   {'dataset': name, 'step': step, **means, 'images': rows})
@@ -262,11 +262,6 @@ def main(argv=None) -> int:
   for s in summaries:
     print(json.dumps(s))
   return 0
-
-
-def jax_process_index() -> int:
-  import jax
-  return jax.process_index()
 
 
 if __name__ == '__main__':

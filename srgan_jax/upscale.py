@@ -180,7 +180,8 @@ def main(argv=None) -> int:
   upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap)
   os.makedirs(args.output, exist_ok=True)
   failed, skipped = [], []
-  for path in tqdm(_inputs(args.inputs), unit='image', file=sys.stderr):
+  files = _inputs(args.inputs)
+  for path in tqdm(files, unit='image', file=sys.stderr):
     stem = os.path.splitext(os.path.basename(path))[0]
     output = os.path.join(args.output, f'{stem}_x{upscaler.scale}.png')
     if os.path.exists(output) and not args.overwrite:
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
       tqdm.write(f'error: {path}: {e}', file=sys.stderr)
   for output in skipped:
     print(f'exists, not overwritten (use --overwrite): {output}', file=sys.stderr)
-  print(f'upscaled {len(_inputs(args.inputs)) - len(failed) - len(skipped)}, skipped '
+  print(f'upscaled {len(files) - len(failed) - len(skipped)}, skipped '
         f'{len(skipped)}, failed {len(failed)}', file=sys.stderr)
   return 1 if failed else 0
 
