@@ -19,11 +19,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.num_blocks = 16  # Residual blocks in the SRResNet body.
   config.generator.features = 64  # Channels of the body convolutions.
   config.generator.scale = 4  # Upscaling factor: 2, 4 or 8 (repeated x2 pixel shuffle).
+  # How the 9x9 output conv is computed (same params and results, speed only):
+  # 'direct' on the HR grid, or 'subpixel' on the grid before the last pixel shuffle.
+  config.generator.output_conv = 'direct'
 
   config.discriminator = ml_collections.ConfigDict()
   # Channels of the 8 conv layers; stride 2 on every second one.
   config.discriminator.features = (64, 64, 128, 128, 256, 256, 512, 512)
   config.discriminator.dense_features = 1024  # Width of the hidden dense layer.
+  # How the stride-2 convs are computed (same params and results, speed only):
+  # 'direct', or 'space_to_depth' (stride 1, 2x2 taps on 2x2-blocked input).
+  config.discriminator.strided_conv = 'direct'
 
   config.loss = ml_collections.ConfigDict()
   # Content loss: 'pixel' (MSE on [-1, 1]), 'vgg22' or 'vgg54' (VGG19 feature MSE).

@@ -31,6 +31,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from srgan_jax import degradation, input_pipeline, losses, metrics_writer
 from srgan_jax.models import Discriminator, Generator, VGG19Features, vgg
+from srgan_jax.models.discriminator import STRIDED_CONVS
+from srgan_jax.models.generator import OUTPUT_CONVS
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 CONTENT_LOSSES = ('pixel', 'vgg22', 'vgg54')
@@ -66,6 +68,7 @@ def build_models(config):
   generator = generator_from_config(config.generator, dtype)
   discriminator = (Discriminator(features=tuple(config.discriminator.features),
                                  dense_features=config.discriminator.dense_features,
+                                 strided_conv=config.discriminator.strided_conv,
                                  dtype=dtype) if uses_discriminator(config) else None)
   vgg_features = None
   if config.loss.content != 'pixel':
@@ -77,8 +80,10 @@ def build_models(config):
 
 def generator_from_config(g_config, dtype=jnp.float32) -> Generator:
   """The generator a `config.generator` describes (training, evaluation and inference)."""
+  # Run folders saved before `output_conv` existed used the direct form.
   return Generator(num_blocks=g_config.num_blocks, features=g_config.features,
-                   scale=g_config.scale, dtype=dtype)
+                   scale=g_config.scale, output_conv=g_config.get('output_conv', 'direct'),
+                   dtype=dtype)
 
 
 def learning_rate_schedule(opt_config) -> optax.Schedule:
@@ -99,10 +104,12 @@ def validate_config(config):
     raise ValueError(f'config.generator.scale must be 2, 4 or 8, got {scale}')
   if crop % scale:
     raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
-  if config.loss.content not in CONTENT_LOSSES:
-    raise ValueError(f'config.loss.content must be one of {CONTENT_LOSSES}, got {config.loss.content!r}')
-  if config.train.compute_dtype not in DTYPES:
-    raise ValueError(f'config.train.compute_dtype must be one of {sorted(DTYPES)}')
+  for field, choices in (('loss.content', CONTENT_LOSSES), ('train.compute_dtype', tuple(DTYPES)),
+                         ('generator.output_conv', OUTPUT_CONVS),
+                         ('discriminator.strided_conv', tuple(STRIDED_CONVS))):
+    section, key = field.split('.')
+    if config[section][key] not in choices:
+      raise ValueError(f'config.{field} must be one of {choices}, got {config[section][key]!r}')
   num_devices = jax.device_count()
   if config.train.batch_size % num_devices:
     raise ValueError(f'config.train.batch_size ({config.train.batch_size}) must be a multiple '

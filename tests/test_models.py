@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from srgan_jax.models import Discriminator, Generator, VGG19Features
-from srgan_jax.models.generator import pixel_shuffle
+from srgan_jax.models.layers import pixel_shuffle
 from srgan_jax.train import count_params
 
 

@@ -2,6 +2,7 @@ import functools
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +51,42 @@ def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
   assert last['content_loss'] < 0.7 * first['content_loss']
   assert last['d_loss'] < first['d_loss']
   assert set(first) >= {'d_real', 'd_fake', 'adversarial_loss', 'pixel_mse', 'learning_rate'}
+
+
+def test_regrouped_conv_forms_train_like_direct_ones(tiny_config):
+  """subpixel / space_to_depth change how convs run, not what a step computes."""
+  tiny_config.loss.content = 'vgg22'
+  params = vgg.random_params(0)
+  direct_state, direct_history = _run_steps(tiny_config, True, 3, params)
+  tiny_config.generator.output_conv = 'subpixel'
+  tiny_config.discriminator.strided_conv = 'space_to_depth'
+  state, history = _run_steps(tiny_config, True, 3, params)
+  for got, want in zip(history, direct_history):
+    for name in ('g_loss', 'd_loss', 'content_loss', 'adversarial_loss'):
+      np.testing.assert_allclose(got[name], want[name], rtol=1e-4, err_msg=name)
+  for field in ('g_params', 'd_params'):
+    chex.assert_trees_all_close(_without_biases_before_bn(getattr(state, field)),
+                                _without_biases_before_bn(getattr(direct_state, field)),
+                                rtol=1e-3, atol=1e-5)
+
+
+def _without_biases_before_bn(params):
+  """Drops the bias of each conv that feeds a BatchNorm ('convX' beside 'bnX').
+
+  BN subtracts the batch mean, so the gradient of such a bias is zero up to rounding,
+  and Adam turns that rounding into updates of about the learning rate in either
+  direction: these biases differ between any two ways of computing a step, while
+  nothing they feed does.
+  """
+  kept = {}
+  for name, value in params.items():
+    if isinstance(value, dict):
+      feeds_bn = name.startswith('conv') and 'bn' + name[len('conv'):] in params
+      kept[name] = _without_biases_before_bn(
+          {k: v for k, v in value.items() if not (feeds_bn and k == 'bias')})
+    else:
+      kept[name] = value
+  return kept
 
 
 def test_single_forward_step_equals_direct_gradient(tiny_config):

@@ -10,27 +10,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from srgan_jax.models.layers import SubpixelConv, pixel_shuffle
+
 # PReLU slope at initialisation, as in He et al. 2015 (and PyTorch's default).
 PRELU_INIT = 0.25
 # Running-average momentum of BatchNorm (PyTorch's 0.1 update rate).
 BN_MOMENTUM = 0.9
-
-
-def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
-  """Rearranges channels into space (depth to space).
-
-  Args:
-    x: [N, H, W, C * factor**2], channels ordered (row offset, column offset, C).
-    factor: upscaling factor.
-
-  Returns:
-    [N, H * factor, W * factor, C].
-  """
-  n, h, w, c = x.shape
-  c_out = c // (factor * factor)
-  x = x.reshape(n, h, w, factor, factor, c_out)
-  x = x.transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h * factor, w * factor, c_out)
+OUTPUT_CONVS = ('direct', 'subpixel')
 
 
 class ResidualBlock(nn.Module):
@@ -58,12 +44,16 @@ class Generator(nn.Module):
     num_blocks: residual blocks in the body.
     features: channels of the body.
     scale: 2, 4 or 8.
+    output_conv: how conv_out is computed, with the same params and results:
+      'direct' (on the HR grid) or 'subpixel' (on the grid before the last pixel
+      shuffle, see `layers.SubpixelConv`).
     dtype: compute dtype of convolutions (params stay float32).
   """
 
   num_blocks: int = 16
   features: int = 64
   scale: int = 4
+  output_conv: str = 'direct'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -72,6 +62,9 @@ class Generator(nn.Module):
     num_upsamples = int(round(math.log2(self.scale)))
     if 2**num_upsamples != self.scale:
       raise ValueError(f'generator.scale must be 2, 4 or 8, got {self.scale}')
+    if self.output_conv not in OUTPUT_CONVS:
+      raise ValueError(f'generator.output_conv must be one of {OUTPUT_CONVS}, '
+                       f'got {self.output_conv!r}')
     x = lr.astype(self.dtype)
     x = nn.Conv(self.features, (9, 9), dtype=self.dtype, name='conv_in')(x)
     x = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu_in')(x)
@@ -85,7 +78,12 @@ class Generator(nn.Module):
     x = x + skip
     for i in range(num_upsamples):
       x = nn.Conv(4 * self.features, (3, 3), dtype=self.dtype, name=f'conv_up{i}')(x)
-      x = pixel_shuffle(x, 2)
+      # PReLU has one slope, so it gives the same before the shuffle as after it.
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'prelu_up{i}')(x)
-    x = nn.Conv(3, (9, 9), dtype=self.dtype, name='conv_out')(x)
+      if i < num_upsamples - 1 or self.output_conv == 'direct':
+        x = pixel_shuffle(x, 2)
+    if self.output_conv == 'subpixel':
+      x = SubpixelConv(3, 9, factor=2, dtype=self.dtype, name='conv_out')(x)
+    else:
+      x = nn.Conv(3, (9, 9), dtype=self.dtype, name='conv_out')(x)
     return jnp.tanh(x.astype(jnp.float32))

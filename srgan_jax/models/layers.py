@@ -1,0 +1,174 @@
+"""Pixel shuffles, and two convolutions computed in another form with the same parameters.
+
+On a GPU the narrowest convolutions of SRGAN run far below the device's rate
+(`../shared/DESIGN.md`): G's 9x9 output conv (64 -> 3 channels on the HR grid) and D's
+stride-2 convs. Each form here computes exactly what the plain `nn.Conv` computes, from a
+kernel of the same name, shape and initialiser, regrouped so that the convolution runs
+stride 1 with more channels:
+
+- `SubpixelConv`: a stride-1 conv applied to `pixel_shuffle(x, r)`, computed on x's own
+  grid as a conv with r*r times the output channels (9x9, 64 -> 3 becomes 5x5, 256 -> 12
+  for r = 2), then shuffled. The HR input is never materialised.
+- `space_to_depth_conv`: a stride-s conv as a stride-1 conv on `space_to_depth(x, s)`
+  (3x3, C -> C' at stride 2 becomes 2x2, 4C -> C'), passed to `nn.Conv` as its
+  `conv_general_dilated`. It multiplies by (2/3)**2 * 4 = 16/9 the FLOPs (zero taps).
+
+Since parameters are shared, a checkpoint trained with one form runs with the other;
+which is faster is a property of the device and compiler (`benchmarks/layers.py`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
+
+
+def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Rearranges channels into space (depth to space).
+
+  Args:
+    x: [N, H, W, C * factor**2], channels ordered (row offset, column offset, C).
+    factor: upscaling factor.
+
+  Returns:
+    [N, H * factor, W * factor, C].
+  """
+  n, h, w, c = x.shape
+  c_out = c // (factor * factor)
+  x = x.reshape(n, h, w, factor, factor, c_out)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * factor, w * factor, c_out)
+
+
+def space_to_depth(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """The inverse of `pixel_shuffle`: [N, H, W, C] -> [N, H/f, W/f, f*f*C] (H, W multiples of f)."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // factor, factor, w // factor, factor, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // factor, w // factor, factor * factor * c)
+
+
+def _regroup(kernel: jnp.ndarray, index: np.ndarray) -> jnp.ndarray:
+  """Gathers kernel taps by a per-dimension index table; out-of-range taps become 0.
+
+  Args:
+    kernel: [k, k, C, O].
+    index: [m, r_in, r_out] ints: the tap along one spatial dimension that tap m of the
+      regrouped kernel uses from input phase r_in for output phase r_out.
+
+  Returns:
+    [m, m, r_in*r_in*C, r_out*r_out*O], input channels ordered (row phase, column
+    phase, C) and output channels (row phase, column phase, O), as `pixel_shuffle` orders them.
+  """
+  k, _, c, o = kernel.shape
+  m, r_in, r_out = index.shape
+  valid = (index >= 0) & (index < k)
+  safe = np.clip(index, 0, k - 1)
+  # Axes of the gather: (p, a_in, a_out, q, b_in, b_out, C, O).
+  taps = kernel[safe[:, :, :, None, None, None], safe[None, None, None, :, :, :]]
+  mask = valid[:, :, :, None, None, None] & valid[None, None, None, :, :, :]
+  taps = jnp.where(mask[..., None, None], taps, jnp.zeros((), kernel.dtype))
+  taps = taps.transpose(0, 3, 1, 4, 6, 2, 5, 7)  # (p, q, a_in, b_in, C, a_out, b_out, O)
+  return taps.reshape(m, m, r_in * r_in * c, r_out * r_out * o)
+
+
+def subpixel_kernel(kernel: jnp.ndarray, factor: int) -> tuple[jnp.ndarray, int, int]:
+  """Regroups a stride-1 'SAME' kernel for `SubpixelConv`.
+
+  Output phase a of HR row factor*i + a reads HR rows factor*i + a + u - before (u < k),
+  which is LR row i + p, phase a_in, with factor*p + a_in = a + u - before.
+
+  Returns:
+    (kernel [m, m, f*f*C, f*f*O], LR padding before, LR padding after).
+  """
+  k = kernel.shape[0]
+  before = (k - 1) // 2  # 'SAME' for an odd kernel.
+  low = (-before) // factor
+  high = (factor - 1 + k - 1 - before) // factor
+  p = np.arange(low, high + 1)[:, None, None]
+  a_in = np.arange(factor)[None, :, None]
+  a_out = np.arange(factor)[None, None, :]
+  return _regroup(kernel, factor * p + a_in - a_out + before), -low, high
+
+
+class SubpixelConv(nn.Module):
+  """`nn.Conv(features, (k, k))` applied to `pixel_shuffle(x, factor)`, computed on x's grid.
+
+  Its params ('kernel' [k, k, C, features], 'bias' [features]) are those of that nn.Conv:
+  same names, shapes and initialisers, so either module loads the other's.
+
+  Attributes:
+    features: output channels (3 for SRGAN's output layer).
+    kernel_size: odd side of the square kernel, applied with 'SAME' zero padding.
+    factor: the pixel shuffle's factor.
+    dtype: compute dtype (params stay float32).
+  """
+
+  features: int
+  kernel_size: int
+  factor: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Maps [N, h, w, f*f*C] (channels in pixel_shuffle order) to [N, f*h, f*w, features]."""
+    if self.kernel_size % 2 != 1:
+      raise ValueError(f'SubpixelConv needs an odd kernel_size, got {self.kernel_size}')
+    channels = x.shape[-1] // self.factor**2
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.linear.default_kernel_init,
+                        (k, k, channels, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    grouped, before, after = subpixel_kernel(kernel, self.factor)
+    y = lax.conv_general_dilated(
+        x.astype(self.dtype), grouped.astype(self.dtype), (1, 1),
+        ((before, after), (before, after)), dimension_numbers=NHWC_HWIO)
+    y = y + jnp.tile(bias, self.factor**2).astype(self.dtype)
+    return pixel_shuffle(y, self.factor)
+
+
+def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                        rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                        precision=None):
+  """`lax.conv_general_dilated` for a strided NHWC conv, as a stride-1 conv on space_to_depth.
+
+  Output row i reads padded rows s*i + u (u < k) = s*(i + p) + a, a < s: tap p of the
+  regrouped kernel at phase a is tap s*p + a of the original (zero past k). Same
+  signature as `lax.conv_general_dilated`, for `nn.Conv(conv_general_dilated=...)`; only
+  the case nn.Conv passes (NHWC/HWIO, equal strides, no dilation, one group) is handled.
+
+  Args:
+    lhs: [N, H, W, C].
+    rhs: [k, k, C, O].
+    window_strides: (s, s).
+    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)).
+
+  Returns:
+    [N, H', W', O]: what lax.conv_general_dilated returns for the same arguments.
+  """
+  stride = window_strides[0]
+  expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_HWIO)
+  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or NHWC_HWIO)
+  if (dims != expected or len(set(window_strides)) != 1 or feature_group_count != 1
+      or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))):
+    raise NotImplementedError('space_to_depth_conv handles NHWC/HWIO convs with equal '
+                              'strides, no dilation and one feature group')
+  k = rhs.shape[0]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  m = -(-k // stride)  # Taps of the regrouped kernel.
+  pads = []
+  for size, (before, after) in zip(lhs.shape[1:3], padding):
+    out = (size + before + after - k) // stride + 1
+    # Rows s*(out + m - 1) from `before` zeros on: exactly the VALID stride-1 input.
+    pads.append((before, stride * (out + m - 1) - size - before))
+  x = lax.pad(lhs, jnp.zeros((), lhs.dtype),
+              [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+  index = stride * np.arange(m)[:, None, None] + np.arange(stride)[None, :, None]
+  grouped = _regroup(rhs, index)
+  return lax.conv_general_dilated(space_to_depth(x, stride), grouped, (1, 1), 'VALID',
+                                  dimension_numbers=NHWC_HWIO, precision=precision)

@@ -1,0 +1,109 @@
+"""The regrouped convolutions compute what the plain ones compute, values and gradients."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from srgan_jax.models import Discriminator, Generator
+from srgan_jax.models.layers import (NHWC_HWIO, SubpixelConv, pixel_shuffle, space_to_depth,
+                                     space_to_depth_conv)
+
+
+def _values_and_grads(fn, params, x):
+  """fn(params, x), and the gradients of a fixed random projection of it."""
+  out = fn(params, x)
+  weights = jax.random.normal(jax.random.PRNGKey(7), out.shape)
+  grads = jax.grad(lambda p, x: jnp.sum(fn(p, x) * weights), argnums=(0, 1))(params, x)
+  return out, grads
+
+
+def test_space_to_depth_inverts_pixel_shuffle():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4, 5))
+  np.testing.assert_array_equal(pixel_shuffle(space_to_depth(x, 2), 2), x)
+  # Row offset i, column offset j of a 2x2 block lands in channel (i * 2 + j).
+  blocks = space_to_depth(jnp.arange(4.0).reshape(1, 2, 2, 1), 2)
+  np.testing.assert_array_equal(blocks[0, 0, 0], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize('kernel_size,factor,shape', [(9, 2, (2, 6, 5)), (3, 2, (1, 4, 7)),
+                                                      (5, 3, (1, 3, 4)), (1, 2, (1, 3, 3))])
+def test_subpixel_conv_equals_conv_after_pixel_shuffle(kernel_size, factor, shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), (*shape, factor * factor * 4))
+  subpixel = SubpixelConv(3, kernel_size, factor=factor)
+  conv = nn.Conv(3, (kernel_size, kernel_size))
+  params = subpixel.init(jax.random.PRNGKey(1), x)
+  # Same names, shapes and initial values: either module loads the other's params.
+  chex.assert_trees_all_equal(params, conv.init(jax.random.PRNGKey(1), pixel_shuffle(x, factor)))
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  got, got_grads = _values_and_grads(subpixel.apply, params, x)
+  want, want_grads = _values_and_grads(
+      lambda p, x: conv.apply(p, pixel_shuffle(x, factor)), params, x)
+  assert got.shape == (shape[0], shape[1] * factor, shape[2] * factor, 3)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize('size,kernel_size,stride,padding', [
+    ((96, 96), 3, 2, 'SAME'), ((7, 10), 3, 2, 'SAME'), ((9, 8), 5, 2, 'VALID'),
+    ((10, 11), 3, 3, 'SAME'), ((8, 8), 3, 2, ((1, 0), (2, 1)))])
+def test_space_to_depth_conv_equals_strided_conv(size, kernel_size, stride, padding):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 5))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 5, 6))
+
+  def conv(fn):
+    return lambda k, x: fn(x, k, (stride, stride), padding, dimension_numbers=NHWC_HWIO)
+
+  got, got_grads = _values_and_grads(conv(space_to_depth_conv), kernel, x)
+  want, want_grads = _values_and_grads(conv(lax.conv_general_dilated), kernel, x)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3)
+
+
+def test_space_to_depth_conv_refuses_what_it_does_not_handle():
+  x, kernel = jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 2, 2))
+  with pytest.raises(NotImplementedError, match='equal strides'):
+    space_to_depth_conv(x, kernel, (2, 1), 'SAME', dimension_numbers=NHWC_HWIO)
+  with pytest.raises(NotImplementedError, match='dilation'):
+    space_to_depth_conv(x, kernel, (2, 2), 'SAME', rhs_dilation=(2, 2),
+                        dimension_numbers=NHWC_HWIO)
+
+
+def test_generator_forms_share_params_and_results():
+  lr = jax.random.uniform(jax.random.PRNGKey(0), (2, 6, 5, 3))
+  direct = Generator(num_blocks=1, features=8, scale=4)
+  subpixel = Generator(num_blocks=1, features=8, scale=4, output_conv='subpixel')
+  variables = direct.init(jax.random.PRNGKey(1), lr)
+  chex.assert_trees_all_equal(variables, subpixel.init(jax.random.PRNGKey(1), lr))
+  for train in (False, True):
+    want = direct.apply(variables, lr, train=train, mutable=['batch_stats'] if train else False)
+    got = subpixel.apply(variables, lr, train=train, mutable=['batch_stats'] if train else False)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_discriminator_forms_share_params_and_results():
+  hr = jax.random.uniform(jax.random.PRNGKey(0), (2, 24, 24, 3), minval=-1)
+  kwargs = dict(features=(8, 8, 16, 16), dense_features=16)
+  direct = Discriminator(**kwargs)
+  blocked = Discriminator(**kwargs, strided_conv='space_to_depth')
+  variables = direct.init(jax.random.PRNGKey(1), hr)
+  chex.assert_trees_all_equal(variables, blocked.init(jax.random.PRNGKey(1), hr))
+  want, want_grads = _values_and_grads(
+      lambda v, x: direct.apply(v, x, train=True, mutable=['batch_stats'])[0], variables, hr)
+  got, got_grads = _values_and_grads(
+      lambda v, x: blocked.apply(v, x, train=True, mutable=['batch_stats'])[0], variables, hr)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_forms_are_named():
+  with pytest.raises(ValueError, match="output_conv must be one of.*'subpixle'"):
+    Generator(num_blocks=1, features=8, output_conv='subpixle').init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
+  with pytest.raises(ValueError, match="strided_conv must be one of.*'s2d'"):
+    Discriminator(strided_conv='s2d').init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
