@@ -7,11 +7,14 @@ Times the jitted step on one device with a fixed uint8 HR batch already on the d
 (the input pipeline is benchmarked separately), after warm-up, blocking on the results.
 MFU = analytic FLOPs (../shared/DESIGN.md) / time / peak. With --torch, the PyTorch model
 of the same architecture and step (benchmarks/torch_reference.py) is timed in the same
-run, and the JAX/PyTorch ratio printed.
+run, and the JAX/PyTorch ratio printed. --output_convs and --strided_convs time each form of
+G's output conv and D's strided convs (`srgan_jax/models/layers.py`); the PyTorch step is
+the direct form.
 """
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import sys
@@ -27,8 +30,11 @@ from srgan_jax import train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'direct',
+                strided_conv: str = 'direct'):
   config = default.get_config()
+  config.generator.output_conv = output_conv
+  config.discriminator.strided_conv = strided_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.train.batch_size = batch
@@ -37,8 +43,8 @@ def step_config(model: str, batch: int, dtype: str, crop: int):
   return config
 
 
-def time_jax_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int) -> float:
-  config = step_config(model, batch, dtype, crop)
+def time_jax_step(config, model: str, warmup: int, iters: int) -> float:
+  batch, crop = config.train.batch_size, config.data.hr_crop_size
   state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
   vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
   step = jax.jit(train.make_train_step(config, model == 'srgan', 'keras'), donate_argnums=(0,))
@@ -59,6 +65,11 @@ def main():
   parser.add_argument('--batch_sizes', default='16,64', help='comma list of global batch sizes')
   parser.add_argument('--dtypes', default='float32,bfloat16', help='comma list of compute dtypes')
   parser.add_argument('--crop', type=int, default=96, help='HR crop side (FLOPs assume 96)')
+  parser.add_argument('--output_convs', default='direct',
+                      help="comma list of config.generator.output_conv: direct, subpixel")
+  parser.add_argument('--strided_convs', default='direct',
+                      help="comma list of config.discriminator.strided_conv (SRGAN only): "
+                           "direct, space_to_depth")
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
@@ -71,28 +82,39 @@ def main():
   print(f'machine: {common.machine()}')
   print(f'command: {" ".join(sys.argv)}')
   crop_flop_scale = (args.crop / 96) ** 2
-  for model in args.models.split(','):
+  torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
+  strided_convs = args.strided_convs.split(',')
+  for model, batch, dtype, output_conv, strided_conv in itertools.product(
+      args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
+      args.output_convs.split(','), strided_convs):
+    if model == 'srresnet':  # No discriminator: one run per output conv form.
+      if strided_conv != strided_convs[0]:
+        continue
+      strided_conv = 'direct'
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
-    for batch in map(int, args.batch_sizes.split(',')):
-      for dtype in args.dtypes.split(','):
-        seconds = time_jax_step(model, batch, dtype, args.crop, args.warmup, args.iters)
-        row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
-               'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
-               'tflops': per_image * batch / seconds / 1e12}
-        if args.peak_tflops:
-          row['mfu'] = row['tflops'] / args.peak_tflops
-        if args.torch:
-          from benchmarks import torch_reference
-          t = torch_reference.time_step(model, batch, dtype, args.crop, args.warmup, args.iters,
-                                        compile_model=args.torch_compile)
-          row['torch_ms_per_step'] = 1e3 * t
-          row['jax_speedup_over_torch'] = t / seconds
-        print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                       for k, v in row.items()), flush=True)
-        if args.json:
-          with open(args.json, 'a') as f:
-            f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
+    config = step_config(model, batch, dtype, args.crop, output_conv, strided_conv)
+    seconds = time_jax_step(config, model, args.warmup, args.iters)
+    row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
+           'output_conv': output_conv, 'strided_conv': strided_conv,
+           'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
+           'tflops': per_image * batch / seconds / 1e12}
+    if args.peak_tflops:
+      row['mfu'] = row['tflops'] / args.peak_tflops
+    if args.torch:
+      from benchmarks import torch_reference
+      key = (model, batch, dtype)
+      if key not in torch_seconds:
+        torch_seconds[key] = torch_reference.time_step(
+            model, batch, dtype, args.crop, args.warmup, args.iters,
+            compile_model=args.torch_compile)
+      row['torch_ms_per_step'] = 1e3 * torch_seconds[key]
+      row['jax_speedup_over_torch'] = torch_seconds[key] / seconds
+    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                   for k, v in row.items()), flush=True)
+    if args.json:
+      with open(args.json, 'a') as f:
+        f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
 
 
 if __name__ == '__main__':

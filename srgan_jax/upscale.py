@@ -9,7 +9,7 @@ API (needs only the run folder: its config.json and checkpoints/):
 Command line:
 
   python -m srgan_jax.upscale --workdir=runs/srgan photos/ a.png --output=out/ \
-      [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--overwrite]
+      [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--output_conv=subpixel] [--overwrite]
 
 Tiling: the image is cut into tiles of `tile` LR pixels; each is upscaled with
 `tile_overlap` LR pixels of context on every side (windows are shifted to stay inside
@@ -31,6 +31,7 @@ import numpy as np
 
 from srgan_jax import degradation, images as image_io, train
 from srgan_jax.models import Generator
+from srgan_jax.models.generator import OUTPUT_CONVS
 
 
 def receptive_field_radius(num_blocks: int, scale: int) -> int:
@@ -127,13 +128,18 @@ def to_uint8(sr: np.ndarray) -> np.ndarray:
 
 
 def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
-                  tile: int = 0, tile_overlap: int = 48, bucket: int = 0) -> Upscaler:
+                  tile: int = 0, tile_overlap: int = 48, bucket: int = 0,
+                  output_conv: str = '') -> Upscaler:
   """Builds an Upscaler from a run folder (or a checkpoint folder inside one).
 
   Uses the EMA params (equal to the params when the run kept no EMA) and BN running
-  statistics. Needs only the files in the run folder.
+  statistics. Needs only the files in the run folder. `output_conv` ('direct' or
+  'subpixel'; empty: the run's own) picks how G's output conv is computed: same params
+  and results, only speed differs.
   """
   config = train.load_config(_find_run_dir(path))
+  if output_conv:
+    config.generator.output_conv = output_conv
   tree, restored_step = train.restore_raw(path, step, keys=train.GENERATOR_KEYS)
   generator = train.generator_from_config(config.generator, train.DTYPES[dtype])
   variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
@@ -173,11 +179,14 @@ def main(argv=None) -> int:
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
   parser.add_argument('--dtype', choices=sorted(train.DTYPES), default='float32')
+  parser.add_argument('--output_conv', choices=OUTPUT_CONVS, default='',
+                      help="form of G's output conv (same results); default: the run's")
   parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
   args = parser.parse_args(argv)
 
   from tqdm import tqdm
-  upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap)
+  upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
+                           output_conv=args.output_conv)
   os.makedirs(args.output, exist_ok=True)
   failed, skipped = [], []
   files = _inputs(args.inputs)

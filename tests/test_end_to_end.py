@@ -108,6 +108,11 @@ def test_upscale_api(trained_run):
   best = upscale.load_upscaler(str(workdir / 'best'))  # the best-by-PSNR checkpoint
   assert best.step == 6
   np.testing.assert_array_equal(best(image), out)
+  # The other form of the output conv reads the same checkpoint and gives the same image
+  # (up to a rounding flip where a value sits on a half level).
+  subpixel = upscale.load_upscaler(str(workdir), output_conv='subpixel')
+  assert subpixel.generator.output_conv == 'subpixel'
+  assert np.abs(subpixel(image).astype(int) - out).max() <= 1
 
 
 def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
