@@ -13,7 +13,7 @@ What differs from the paper, and why (the CPU budget):
   paper's SRGAN-MSE variant (pixel MSE + 1e-3 adversarial), one D step per G step.
 Held-out evaluation: astronaut and coffee, never in the training source.
 G's output conv runs in its subpixel form (same params and results,
-`srgan_jax/models/layers.py`): the run takes 3 min 56 s on 2 CPU cores instead of 5 min 50 s
+`srgan_jax/models/layers.py`): the run takes 3 min 56 s on 2 CPU cores instead of 6 min 28 s
 with `--config.generator.output_conv=direct`.
 """
 

@@ -57,8 +57,9 @@ def _regroup(kernel: jnp.ndarray, index: np.ndarray) -> jnp.ndarray:
 
   Args:
     kernel: [k, k, C, O].
-    index: [m, r_in, r_out] ints: the tap along one spatial dimension that tap m of the
-      regrouped kernel uses from input phase r_in for output phase r_out.
+    index: [m, r_in, r_out] ints: index[p, a_in, a_out] is the original tap (along one
+      spatial dimension) that regrouped tap p reads for input phase a_in and output
+      phase a_out; outside [0, k) means none.
 
   Returns:
     [m, m, r_in*r_in*C, r_out*r_out*O], input channels ordered (row phase, column
