@@ -53,3 +53,20 @@ def test_upscale_benchmark_times_each_form():
   lines = [line for line in result.stdout.splitlines() if line.startswith('jax ')]
   assert [line.split(':')[0] for line in lines] == ['jax float32 direct', 'jax float32 subpixel']
   assert all(' ms/image' in line for line in lines)
+
+
+def test_profile_names_the_layers_of_the_step():
+  result = run_python(['benchmarks/profile_step.py', '--model=srgan', '--batch=2', '--crop=32',
+                       '--dtype=float32', '--steps=1', '--top=5'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  summary = next(line for line in lines if line.startswith('step: '))
+  busy = float(summary.split('ops of the step: ')[1].split(' ms')[0])
+  assert busy > 0
+  listed = lines[lines.index(summary) + 2:][:5]
+  assert len(listed) == 5 and all('%' in line for line in listed)
+  by_network = next(line for line in lines if line.startswith('by network: '))
+  shares = {part.split()[0]: float(part.split()[1])
+            for part in by_network[len('by network: '):].split(', ')}
+  assert {'Generator', 'Discriminator', 'VGG19Features'} <= set(shares)
+  assert abs(sum(shares.values()) - busy) < 0.01 * busy

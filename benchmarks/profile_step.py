@@ -1,0 +1,134 @@
+"""Where one train step's device time goes, op by op, with the layer each op came from.
+
+  python benchmarks/profile_step.py --model=srgan --batch=64 --dtype=bfloat16 \
+      [--output_conv=direct] [--strided_conv=direct] [--steps=5] [--top=40] [--trace_dir=DIR]
+
+Runs the compiled step a few times under `jax.profiler` (the trace, for Perfetto or
+TensorBoard, is kept in --trace_dir), then sums the device time of every op the step's
+executable ran (trace events that carry an `hlo_op`), and prints the largest ones per
+step with their share, output shape and the source op they came from (the HLO's
+`op_name` metadata, which names the module path, e.g. `.../Generator/conv_out/...`).
+Totals by network (Generator, Discriminator, VGG19Features, other) close the report.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+
+from benchmarks import common
+from benchmarks.train_step import StepRunner, step_config
+
+NETWORKS = ('Generator', 'Discriminator', 'VGG19Features')
+
+
+def hlo_ops(hlo_text: str) -> dict:
+  """Instruction name -> (output shape, op_name metadata) from optimised HLO text."""
+  ops = {}
+  for line in hlo_text.splitlines():
+    match = re.match(r'\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)', line)
+    if not match:
+      continue
+    name, rest = match.groups()
+    shape = re.search(r'\w+\[[\d,]*\]', rest)
+    op_name = re.search(r'op_name="([^"]*)"', rest)
+    ops[name] = (shape.group(0) if shape else '', op_name.group(1) if op_name else '')
+  return ops
+
+
+def trace_events(trace_dir: str) -> list:
+  """The events of the newest Perfetto trace under trace_dir."""
+  paths = glob.glob(os.path.join(trace_dir, '**', '*perfetto_trace.json.gz'), recursive=True)
+  if not paths:
+    raise FileNotFoundError(f'no perfetto_trace.json.gz under {trace_dir}')
+  with gzip.open(max(paths, key=os.path.getmtime)) as f:
+    events = json.load(f)
+  return events['traceEvents'] if isinstance(events, dict) else events
+
+
+def op_times(events: list, key) -> dict:
+  """key(event) -> [total microseconds, event count] over complete events where key is set."""
+  totals = collections.defaultdict(lambda: [0.0, 0])
+  for event in events:
+    name = key(event) if event.get('ph') == 'X' else None
+    if name:
+      totals[name][0] += float(event.get('dur', 0))
+      totals[name][1] += 1
+  return dict(totals)
+
+
+def network_of(op_name: str) -> str:
+  for network in NETWORKS:
+    if network in op_name:
+      return network
+  return 'other'
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model', default='srgan', help='srgan or srresnet')
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--dtype', default='bfloat16')
+  parser.add_argument('--crop', type=int, default=96)
+  parser.add_argument('--output_conv', default='direct', help='direct or subpixel')
+  parser.add_argument('--strided_conv', default='direct', help='direct or space_to_depth')
+  parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
+  parser.add_argument('--top', type=int, default=40, help='ops listed')
+  parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
+  args = parser.parse_args()
+  print(f'machine: {common.machine()}')
+  print(f'command: {" ".join(sys.argv)}')
+
+  config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
+                       args.strided_conv)
+  run = StepRunner(config, args.model)
+  ops = hlo_ops(run.compiled.as_text())
+  wall = common.time_calls(run, 2, args.steps)
+  trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='srgan_jax_profile_')
+  jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+  for _ in range(args.steps):
+    metrics = run()
+  jax.block_until_ready(metrics)
+  jax.profiler.stop_trace()
+
+  events = trace_events(trace_dir)
+  times = op_times(events, lambda e: (e.get('args') or {}).get('hlo_op'))
+  ours = {op: t for op, t in times.items() if op in ops}
+  if not ours:  # A profiler that does not tag ops: list what the device processes ran.
+    devices = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
+               and str(e['args'].get('name', '')).startswith('/device:')}
+    print('no traced event names an op of the step; device events by name instead:')
+    by_name = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
+    for name, (micros, count) in sorted(by_name.items(), key=lambda i: -i[1][0])[:args.top]:
+      print(f'{micros / 1e3 / args.steps:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
+    return
+  busy_ms = sum(t for t, _ in ours.values()) / 1e3 / args.steps
+  print(f'step: {1e3 * wall:.3f} ms wall (timed without the profiler); ops of the step: '
+        f'{busy_ms:.3f} ms device time per step, {len(ours)} distinct ops '
+        f'({len(times) - len(ours)} other traced ops ignored); trace: {trace_dir}')
+  print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
+  by_network = collections.Counter()
+  ranked = sorted(ours.items(), key=lambda item: -item[1][0])
+  for rank, (op, (micros, count)) in enumerate(ranked):
+    ms = micros / 1e3 / args.steps
+    shape, op_name = ops[op]
+    by_network[network_of(op_name)] += ms
+    if rank < args.top:
+      print(f'{ms:9.3f} {ms / busy_ms:6.1%} {count // args.steps:5d}  {op:<28.28} '
+            f'{shape:<24.24} {op_name[-110:]}')
+  print('by network: ' + ', '.join(f'{name} {ms:.3f} ms ({ms / busy_ms:.1%})'
+                                   for name, ms in by_network.most_common()))
+
+
+if __name__ == '__main__':
+  main()
