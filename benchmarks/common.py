@@ -1,6 +1,7 @@
 """Shared by the benchmarks: analytic FLOPs (../shared/DESIGN.md), timing, machine facts."""
 
 import platform
+import sys
 import time
 
 import jax
@@ -27,3 +28,11 @@ def machine() -> str:
   kind = getattr(device, 'device_kind', device.platform)
   return (f'{kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, '
           f'{platform.processor() or platform.machine()}')
+
+
+def parse_args(parser):
+  """Parses the command line and prints the machine and command the figures belong to."""
+  args = parser.parse_args()
+  print(f'machine: {machine()}')
+  print(f'command: {" ".join(sys.argv)}')
+  return args

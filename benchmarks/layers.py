@@ -117,9 +117,7 @@ def main():
   parser.add_argument('--warmup', type=int, default=3, help='untimed calls (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed calls')
   parser.add_argument('--json', default='', help='append one JSON line per layer to this file')
-  args = parser.parse_args()
-  print(f'machine: {common.machine()}')
-  print(f'command: {" ".join(sys.argv)}')
+  args = common.parse_args(parser)
   dtype = train.DTYPES[args.dtype]
   step_ms = {}  # (network, name, form) -> ms per step.
   for network, name, count, side, cin, cout, kernel, stride, form in layer_table(args.crop):

@@ -85,9 +85,7 @@ def main():
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--top', type=int, default=40, help='ops listed')
   parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
-  args = parser.parse_args()
-  print(f'machine: {common.machine()}')
-  print(f'command: {" ".join(sys.argv)}')
+  args = common.parse_args(parser)
 
   config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
                        args.strided_conv)

@@ -87,10 +87,7 @@ def main():
   parser.add_argument('--torch', action='store_true', help='also time benchmarks/torch_reference.py')
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
-  args = parser.parse_args()
-
-  print(f'machine: {common.machine()}')
-  print(f'command: {" ".join(sys.argv)}')
+  args = common.parse_args(parser)
   crop_flop_scale = (args.crop / 96) ** 2
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
   strided_convs = args.strided_convs.split(',')

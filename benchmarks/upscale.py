@@ -35,9 +35,7 @@ def main():
                       help='comma list of the forms of G\'s output conv: direct, subpixel')
   parser.add_argument('--torch', action='store_true', help='also time the PyTorch reference')
   parser.add_argument('--torch_compile', action='store_true')
-  args = parser.parse_args()
-  print(f'machine: {common.machine()}')
-  print(f'command: {" ".join(sys.argv)}')
+  args = common.parse_args(parser)
   flop = common.G_FORWARD_FLOP_PER_LR_PIXEL * args.size ** 2
   out_mpix = (4 * args.size) ** 2 / 1e6
   torch_seconds = {}  # dtype -> seconds of the PyTorch generator (direct form).

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import signal
-import time
 from typing import Any, Callable, Optional
 
 import flax

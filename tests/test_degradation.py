@@ -2,7 +2,6 @@ import glob
 import os
 
 import numpy as np
-import pytest
 
 from srgan_jax import degradation, images
 from tests.conftest import require_shared_data

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from srgan_jax import evaluate
-from tests.conftest import REPO, require_shared_data, run_python
+from tests.conftest import require_shared_data, run_python
 
 
 def test_psnr_and_ssim_basics():

@@ -3,7 +3,6 @@
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
