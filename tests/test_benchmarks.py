@@ -5,8 +5,11 @@ is run here first. The figures themselves are not checked (speed is not tested).
 """
 
 import json
+import os
+import re
+import shlex
 
-from tests.conftest import run_python
+from tests.conftest import REPO, run_python
 
 
 def _rows(path):
@@ -70,3 +73,21 @@ def test_profile_names_the_layers_of_the_step():
             for part in by_network[len('by network: '):].split(', ')}
   assert {'Generator', 'Discriminator', 'VGG19Features'} <= set(shares)
   assert abs(sum(shares.values()) - busy) < 0.01 * busy
+
+
+def test_gpu_check_passes_only_flags_its_scripts_define():
+  """A misspelt flag in gpu_check.sh would cost a whole device session; --help knows them."""
+  with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
+    script = f.read().replace('\\\n', ' ')
+  commands = [shlex.split(line)[3:] for line in script.splitlines() if line.startswith('run ')]
+  assert len(commands) >= 6
+  helps = {}
+  for command in commands:
+    assert command[0] == 'python3', command
+    target = command[1]
+    if target not in helps:
+      result = run_python([target, '--help'])  # absl's --help exits with status 1.
+      assert result.returncode in (0, 1) and '--' in result.stdout, result.stderr[-2000:]
+      helps[target] = result.stdout
+    for flag in (arg.split('=')[0] for arg in command[2:] if arg.startswith('--')):
+      assert re.search(rf'{flag}\b', helps[target]), f'{target} has no {flag}'
