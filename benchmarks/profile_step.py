@@ -32,16 +32,33 @@ NETWORKS = ('Generator', 'Discriminator', 'VGG19Features')
 
 
 def hlo_ops(hlo_text: str) -> dict:
-  """Instruction name -> (output shape, op_name metadata) from optimised HLO text."""
-  ops = {}
+  """Instruction name -> (output shape, op_name metadata) from optimised HLO text.
+
+  A fusion without metadata of its own is named after the first instruction with
+  metadata in the computation it calls.
+  """
+  ops, calls, computation_source = {}, {}, {}
+  computation = ''
   for line in hlo_text.splitlines():
-    match = re.match(r'\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)', line)
+    header = re.match(r'(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$', line)
+    if header:
+      computation = header.group(1)
+      continue
+    match = re.match(r'\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)', line)
     if not match:
       continue
     name, rest = match.groups()
     shape = re.search(r'\w+\[[\d,]*\]', rest)
     op_name = re.search(r'op_name="([^"]*)"', rest)
+    called = re.search(r'calls=%?([\w.\-]+)', rest)
+    if called:
+      calls[name] = called.group(1)
+    if op_name:
+      computation_source.setdefault(computation, op_name.group(1))
     ops[name] = (shape.group(0) if shape else '', op_name.group(1) if op_name else '')
+  for name, (shape, op_name) in ops.items():
+    if not op_name and name in calls:
+      ops[name] = (shape, computation_source.get(calls[name], ''))
   return ops
 
 
