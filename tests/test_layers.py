@@ -4,10 +4,12 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax import lax
 
+from srgan_jax import train
 from srgan_jax.models import Discriminator, Generator
 from srgan_jax.models.layers import (NHWC_HWIO, SubpixelConv, pixel_shuffle, space_to_depth,
                                      space_to_depth_conv)
@@ -80,9 +82,10 @@ def test_generator_forms_share_params_and_results():
   subpixel = Generator(num_blocks=1, features=8, scale=4, output_conv='subpixel')
   variables = direct.init(jax.random.PRNGKey(1), lr)
   chex.assert_trees_all_equal(variables, subpixel.init(jax.random.PRNGKey(1), lr))
-  for train in (False, True):
-    want = direct.apply(variables, lr, train=train, mutable=['batch_stats'] if train else False)
-    got = subpixel.apply(variables, lr, train=train, mutable=['batch_stats'] if train else False)
+  for training in (False, True):
+    mutable = ['batch_stats'] if training else False
+    want = direct.apply(variables, lr, train=training, mutable=mutable)
+    got = subpixel.apply(variables, lr, train=training, mutable=mutable)
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -107,3 +110,10 @@ def test_unknown_forms_are_named():
         jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
   with pytest.raises(ValueError, match="strided_conv must be one of.*'s2d'"):
     Discriminator(strided_conv='s2d').init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+
+
+def test_run_folders_saved_before_the_forms_existed_use_the_direct_form():
+  saved = ml_collections.ConfigDict({'num_blocks': 1, 'features': 8, 'scale': 4})
+  assert train.generator_from_config(saved).output_conv == 'direct'
+  saved.output_conv = 'subpixel'
+  assert train.generator_from_config(saved).output_conv == 'subpixel'
