@@ -1,17 +1,19 @@
 """Where the SRGAN step's time goes: every distinct convolution of G, D and VGG19, timed alone.
 
-  python benchmarks/layers.py [--batch=64] [--dtype=bfloat16] [--crop=96] [--json=FILE]
+  python benchmarks/layers.py [--batch=64] [--dtype=bfloat16] [--crop=96] [--layers=conv_out]
+      [--json=FILE]
 
-Each conv (an `nn.Conv` with fp32 params, inputs in the compute dtype, as in the step)
-is timed three ways, after warm-up and blocking: forward; forward + input gradient;
-forward + input and parameter gradients. TFLOP/s count the plain conv's analytic FLOPs
-(2 x MACs; x2 and x3 with the gradients), so a regrouped form is credited only with the
-useful work. `step ms` is what the layer costs one SRGAN step: G's layers run forward with
-both gradients once; D's twice (real, fake) and once more with the input gradient
-(G's adversarial term); VGG's forward on HR and forward + input gradient on SR. The
-regrouped forms of G's output conv (`subpixel`) and D's strided convs
-(`space_to_depth`) are timed beside the direct ones, and the step's conv time is summed
-for each choice. BN, activations, losses and the optimiser are not included.
+Each conv (fp32 params, inputs in the compute dtype, as in the step) is timed three
+ways, after warm-up and blocking: forward; forward + input gradient; forward + input and
+parameter gradients. TFLOP/s count the plain conv's analytic FLOPs (2 x MACs; x2 and x3
+with the gradients), so a regrouped form is credited only with the useful work; G's
+output conv includes the pixel shuffle before it. `step ms` is what the layer costs one
+SRGAN step: G's layers run forward with both gradients once; D's twice (real, fake) and
+once more with the input gradient (G's adversarial term); VGG's forward on HR and
+forward + input gradient on SR. The regrouped forms of G's output conv (`subpixel2`,
+`subpixel4`) and D's strided convs (`space_to_depth`) are timed beside the direct ones,
+and the step's conv time is summed for each choice. BN, activations, losses and the
+optimiser are not included.
 """
 
 import argparse
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 from benchmarks import common
 from srgan_jax import train
 from srgan_jax.models import layers
+from srgan_jax.models.generator import OUTPUT_CONVS
 
 # How often one SRGAN step runs each timing, by network (see the module docstring).
 USES = {'G': {'grad_all': 1}, 'D': {'grad_all': 2, 'grad_input': 1},
@@ -41,8 +44,7 @@ def layer_table(crop: int):
            ('G', 'body 3x3 64->64', 33, lr, 64, 64, 3, 1, 'direct'),
            ('G', 'conv_up0', 1, lr, 64, 256, 3, 1, 'direct'),
            ('G', 'conv_up1', 1, 2 * lr, 64, 256, 3, 1, 'direct'),
-           ('G', 'conv_out', 1, crop, 64, 3, 9, 1, 'direct'),
-           ('G', 'conv_out', 1, crop, 64, 3, 9, 1, 'subpixel')]
+           *(('G', 'conv_out', 1, crop, 64, 3, 9, 1, form) for form in OUTPUT_CONVS)]
   d_features = (64, 64, 128, 128, 256, 256, 512, 512)
   side, channels = crop, 3
   for i, features in enumerate(d_features):
@@ -60,10 +62,10 @@ def layer_table(crop: int):
   return table
 
 
-def conv_fn(in_channels, out_channels, kernel, stride, form, dtype):
-  """(apply(params, x), x's shape suffix): the layer as the model computes it."""
-  if form == 'subpixel':  # Input: the grid before the last pixel shuffle.
-    module = layers.SubpixelConv(out_channels, kernel, factor=2, dtype=dtype)
+def conv_fn(name, in_channels, out_channels, kernel, stride, form, dtype):
+  """(module, how much smaller x's side is, x's channels): the layer as the model runs it."""
+  if name == 'conv_out':  # With the last pixel shuffle, which belongs to it in every form.
+    module = layers.PixelShuffleConv(out_channels, kernel, grid=OUTPUT_CONVS[form], dtype=dtype)
     return module, 2, 4 * in_channels
   strided = layers.space_to_depth_conv if form == 'space_to_depth' else None
   module = nn.Conv(out_channels, (kernel, kernel), strides=stride, dtype=dtype,
@@ -71,9 +73,10 @@ def conv_fn(in_channels, out_channels, kernel, stride, form, dtype):
   return module, 1, in_channels
 
 
-def time_layer(batch, side, in_channels, out_channels, kernel, stride, form, dtype,
+def time_layer(batch, name, side, in_channels, out_channels, kernel, stride, form, dtype,
                warmup, iters):
-  module, shrink, channels = conv_fn(in_channels, out_channels, kernel, stride, form, dtype)
+  module, shrink, channels = conv_fn(name, in_channels, out_channels, kernel, stride, form,
+                                     dtype)
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, side // shrink, side // shrink, channels),
                         dtype)
   params = jax.jit(module.init)(jax.random.PRNGKey(1), x)
@@ -116,12 +119,17 @@ def main():
   parser.add_argument('--crop', type=int, default=96, help='HR crop side')
   parser.add_argument('--warmup', type=int, default=3, help='untimed calls (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed calls')
+  parser.add_argument('--layers', default='',
+                      help='comma list of layer names to time (e.g. conv_out,conv1); default all')
   parser.add_argument('--json', default='', help='append one JSON line per layer to this file')
   args = common.parse_args(parser)
   dtype = train.DTYPES[args.dtype]
   step_ms = {}  # (network, name, form) -> ms per step.
+  only = set(filter(None, args.layers.split(',')))
   for network, name, count, side, cin, cout, kernel, stride, form in layer_table(args.crop):
-    times = time_layer(args.batch, side, cin, cout, kernel, stride, form, dtype,
+    if only and name not in only:
+      continue
+    times = time_layer(args.batch, name, side, cin, cout, kernel, stride, form, dtype,
                        args.warmup, args.iters)
     out_side = -(-side // stride)
     flop = 2 * args.batch * out_side**2 * kernel**2 * cin * cout
@@ -145,11 +153,12 @@ def main():
   for network in USES:
     print(f'{network} convs, direct forms: {conv_ms_per_step(step_ms, {}, network):.3f} ms per step')
   direct = conv_ms_per_step(step_ms, {})
-  for label, forms in (('direct', {}), ('G subpixel', {'G': 'subpixel'}),
-                       ('D space_to_depth', {'D': 'space_to_depth'}),
-                       ('both', {'G': 'subpixel', 'D': 'space_to_depth'})):
+  for label, forms in (('direct', {}), ('G subpixel2', {'G': 'subpixel2'}),
+                       ('G subpixel4', {'G': 'subpixel4'}),
+                       ('D space_to_depth', {'D': 'space_to_depth'})):
     ms = conv_ms_per_step(step_ms, forms)
-    print(f'all convs of one SRGAN step, {label}: {ms:.3f} ms (x{direct / ms:.2f} of direct)')
+    print(f'{"the timed" if only else "all"} convs of one SRGAN step, {label}: {ms:.3f} ms '
+          f'(x{direct / ms:.2f} of direct)')
 
 
 if __name__ == '__main__':

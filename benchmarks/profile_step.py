@@ -97,7 +97,7 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--crop', type=int, default=96)
-  parser.add_argument('--output_conv', default='direct', help='direct or subpixel')
+  parser.add_argument('--output_conv', default='direct', help='direct, subpixel2 or subpixel4')
   parser.add_argument('--strided_conv', default='direct', help='direct or space_to_depth')
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--top', type=int, default=40, help='ops listed')

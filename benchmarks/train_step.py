@@ -76,7 +76,8 @@ def main():
   parser.add_argument('--dtypes', default='float32,bfloat16', help='comma list of compute dtypes')
   parser.add_argument('--crop', type=int, default=96, help='HR crop side (FLOPs assume 96)')
   parser.add_argument('--output_convs', default='direct',
-                      help="comma list of config.generator.output_conv: direct, subpixel")
+                      help='comma list of config.generator.output_conv: '
+                           'direct, subpixel2, subpixel4')
   parser.add_argument('--strided_convs', default='direct',
                       help="comma list of config.discriminator.strided_conv (SRGAN only): "
                            "direct, space_to_depth")

@@ -1,7 +1,7 @@
 """Inference speed: one 512x512 image to 2048x2048 with the paper's generator (x4).
 
   python benchmarks/upscale.py [--size=512] [--dtypes=float32,bfloat16] [--iters=20] [--torch]
-      [--output_convs=direct,subpixel]
+      [--output_convs=direct,subpixel2,subpixel4]
 
 Random weights (speed does not depend on them), whole image in one call, after warm-up,
 blocking on the result. Reports ms/image, output megapixels/s and TFLOP/s (analytic:
@@ -32,7 +32,7 @@ def main():
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--iters', type=int, default=20)
   parser.add_argument('--output_convs', default='direct',
-                      help='comma list of the forms of G\'s output conv: direct, subpixel')
+                      help="comma list of forms of G's output conv: direct, subpixel2, subpixel4")
   parser.add_argument('--torch', action='store_true', help='also time the PyTorch reference')
   parser.add_argument('--torch_compile', action='store_true')
   args = common.parse_args(parser)

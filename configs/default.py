@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.generator.features = 64  # Channels of the body convolutions.
   config.generator.scale = 4  # Upscaling factor: 2, 4 or 8 (repeated x2 pixel shuffle).
   # How the 9x9 output conv is computed (same params and results, speed only):
-  # 'direct' on the HR grid, or 'subpixel' on the grid before the last pixel shuffle.
+  # 'direct' on the HR grid; 'subpixel2' on the grid before the last pixel shuffle
+  # (5x5, 4C -> 12 channels); 'subpixel4' on a grid 4x coarser than HR (3x3, 16C -> 48).
   config.generator.output_conv = 'direct'
 
   config.discriminator = ml_collections.ConfigDict()

@@ -104,11 +104,14 @@ def validate_config(config):
   if crop % scale:
     raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
   for field, choices in (('loss.content', CONTENT_LOSSES), ('train.compute_dtype', tuple(DTYPES)),
-                         ('generator.output_conv', OUTPUT_CONVS),
+                         ('generator.output_conv', tuple(OUTPUT_CONVS)),
                          ('discriminator.strided_conv', tuple(STRIDED_CONVS))):
     section, key = field.split('.')
     if config[section][key] not in choices:
       raise ValueError(f'config.{field} must be one of {choices}, got {config[section][key]!r}')
+  if OUTPUT_CONVS[config.generator.output_conv] > scale:
+    raise ValueError(f'config.generator.output_conv={config.generator.output_conv!r} needs '
+                     f'scale >= {OUTPUT_CONVS[config.generator.output_conv]}, got {scale}')
   num_devices = jax.device_count()
   if config.train.batch_size % num_devices:
     raise ValueError(f'config.train.batch_size ({config.train.batch_size}) must be a multiple '

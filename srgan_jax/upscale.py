@@ -9,7 +9,7 @@ API (needs only the run folder: its config.json and checkpoints/):
 Command line:
 
   python -m srgan_jax.upscale --workdir=runs/srgan photos/ a.png --output=out/ \
-      [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--output_conv=subpixel] [--overwrite]
+      [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--output_conv=subpixel2] [--overwrite]
 
 Tiling: the image is cut into tiles of `tile` LR pixels; each is upscaled with
 `tile_overlap` LR pixels of context on every side (windows are shifted to stay inside
@@ -133,9 +133,9 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   """Builds an Upscaler from a run folder (or a checkpoint folder inside one).
 
   Uses the EMA params (equal to the params when the run kept no EMA) and BN running
-  statistics. Needs only the files in the run folder. `output_conv` ('direct' or
-  'subpixel'; empty: the run's own) picks how G's output conv is computed: same params
-  and results, only speed differs.
+  statistics. Needs only the files in the run folder. `output_conv` ('direct',
+  'subpixel2' or 'subpixel4'; empty: the run's own) picks how G's output conv is
+  computed: same params and results, only speed differs.
   """
   config = train.load_config(_find_run_dir(path))
   if output_conv:
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
   parser.add_argument('--dtype', choices=sorted(train.DTYPES), default='float32')
-  parser.add_argument('--output_conv', choices=OUTPUT_CONVS, default='',
+  parser.add_argument('--output_conv', choices=tuple(OUTPUT_CONVS), default='',
                       help="form of G's output conv (same results); default: the run's")
   parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
   args = parser.parse_args(argv)

@@ -20,13 +20,13 @@ def _rows(path):
 def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   out = tmp_path / 'rows.jsonl'
   result = run_python(['benchmarks/train_step.py', '--models=srresnet,srgan', '--batch_sizes=2',
-                       '--dtypes=float32', '--crop=32', '--output_convs=subpixel',
+                       '--dtypes=float32', '--crop=32', '--output_convs=subpixel4',
                        '--strided_convs=space_to_depth', '--warmup=1', '--iters=1',
                        f'--json={out}'])
   assert result.returncode == 0, result.stderr[-3000:]
   rows = _rows(out)
   assert [(r['model'], r['output_conv'], r['strided_conv']) for r in rows] == [
-      ('srresnet', 'subpixel', 'direct'), ('srgan', 'subpixel', 'space_to_depth')]
+      ('srresnet', 'subpixel4', 'direct'), ('srgan', 'subpixel4', 'space_to_depth')]
   for row in rows:
     assert row['ms_per_step'] > 0
     assert abs(row['images_per_s'] * row['ms_per_step'] / 1e3 - 2) < 1e-6
@@ -42,7 +42,7 @@ def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
   rows = _rows(out)
   assert [(r['network'], r['layer'], r['form']) for r in rows] == [
       (network, name, form) for network, name, *_, form in layers.layer_table(32)]
-  assert {r['form'] for r in rows} == {'direct', 'subpixel', 'space_to_depth'}
+  assert {r['form'] for r in rows} == {'direct', 'subpixel2', 'subpixel4', 'space_to_depth'}
   direct_sum = sum(r['step_ms'] for r in rows if r['form'] == 'direct')
   summary = [line for line in result.stdout.splitlines() if 'SRGAN step, direct:' in line]
   assert len(summary) == 1
@@ -51,10 +51,11 @@ def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
 
 def test_upscale_benchmark_times_each_form():
   result = run_python(['benchmarks/upscale.py', '--size=16', '--dtypes=float32',
-                       '--output_convs=direct,subpixel', '--warmup=1', '--iters=1'])
+                       '--output_convs=direct,subpixel2,subpixel4', '--warmup=1', '--iters=1'])
   assert result.returncode == 0, result.stderr[-3000:]
   lines = [line for line in result.stdout.splitlines() if line.startswith('jax ')]
-  assert [line.split(':')[0] for line in lines] == ['jax float32 direct', 'jax float32 subpixel']
+  assert [line.split(':')[0] for line in lines] == ['jax float32 direct', 'jax float32 subpixel2',
+                                                   'jax float32 subpixel4']
   assert all(' ms/image' in line for line in lines)
 
 

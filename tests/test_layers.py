@@ -11,8 +11,8 @@ from jax import lax
 
 from srgan_jax import train
 from srgan_jax.models import Discriminator, Generator
-from srgan_jax.models.layers import (NHWC_HWIO, SubpixelConv, pixel_shuffle, space_to_depth,
-                                     space_to_depth_conv)
+from srgan_jax.models.layers import (NHWC_HWIO, PixelShuffleConv, coarsen_phases, pixel_shuffle,
+                                     space_to_depth, space_to_depth_conv)
 
 
 def _values_and_grads(fn, params, x):
@@ -31,20 +31,27 @@ def test_space_to_depth_inverts_pixel_shuffle():
   np.testing.assert_array_equal(blocks[0, 0, 0], [0, 1, 2, 3])
 
 
-@pytest.mark.parametrize('kernel_size,factor,shape', [(9, 2, (2, 6, 5)), (3, 2, (1, 4, 7)),
-                                                      (5, 3, (1, 3, 4)), (1, 2, (1, 3, 3))])
-def test_subpixel_conv_equals_conv_after_pixel_shuffle(kernel_size, factor, shape):
-  x = jax.random.normal(jax.random.PRNGKey(0), (*shape, factor * factor * 4))
-  subpixel = SubpixelConv(3, kernel_size, factor=factor)
+def test_coarsen_phases_is_a_shuffle_then_a_coarser_space_to_depth():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4, 4 * 3))
+  np.testing.assert_array_equal(coarsen_phases(x, 2, 2),
+                                space_to_depth(pixel_shuffle(x, 2), 4))
+
+
+@pytest.mark.parametrize('kernel_size,grid,phases,shape', [
+    (9, 1, 2, (2, 6, 4)), (9, 2, 2, (2, 6, 5)), (9, 4, 2, (2, 6, 4)), (3, 2, 2, (1, 4, 7)),
+    (5, 3, 3, (1, 3, 4)), (1, 2, 2, (1, 3, 3)), (7, 6, 3, (1, 4, 2))])
+def test_pixel_shuffle_conv_equals_conv_after_pixel_shuffle(kernel_size, grid, phases, shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), (*shape, phases * phases * 4))
+  module = PixelShuffleConv(3, kernel_size, grid=grid, phases=phases)
   conv = nn.Conv(3, (kernel_size, kernel_size))
-  params = subpixel.init(jax.random.PRNGKey(1), x)
+  params = module.init(jax.random.PRNGKey(1), x)
   # Same names, shapes and initial values: either module loads the other's params.
-  chex.assert_trees_all_equal(params, conv.init(jax.random.PRNGKey(1), pixel_shuffle(x, factor)))
+  chex.assert_trees_all_equal(params, conv.init(jax.random.PRNGKey(1), pixel_shuffle(x, phases)))
   params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
-  got, got_grads = _values_and_grads(subpixel.apply, params, x)
+  got, got_grads = _values_and_grads(module.apply, params, x)
   want, want_grads = _values_and_grads(
-      lambda p, x: conv.apply(p, pixel_shuffle(x, factor)), params, x)
-  assert got.shape == (shape[0], shape[1] * factor, shape[2] * factor, 3)
+      lambda p, x: conv.apply(p, pixel_shuffle(x, phases)), params, x)
+  assert got.shape == (shape[0], shape[1] * phases, shape[2] * phases, 3)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
   chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=1e-3)
 
@@ -76,16 +83,17 @@ def test_space_to_depth_conv_refuses_what_it_does_not_handle():
                         dimension_numbers=NHWC_HWIO)
 
 
-def test_generator_forms_share_params_and_results():
-  lr = jax.random.uniform(jax.random.PRNGKey(0), (2, 6, 5, 3))
+@pytest.mark.parametrize('output_conv', ['subpixel2', 'subpixel4'])
+def test_generator_forms_share_params_and_results(output_conv):
+  lr = jax.random.uniform(jax.random.PRNGKey(0), (2, 5, 7, 3))  # Odd LR sides.
   direct = Generator(num_blocks=1, features=8, scale=4)
-  subpixel = Generator(num_blocks=1, features=8, scale=4, output_conv='subpixel')
+  other = Generator(num_blocks=1, features=8, scale=4, output_conv=output_conv)
   variables = direct.init(jax.random.PRNGKey(1), lr)
-  chex.assert_trees_all_equal(variables, subpixel.init(jax.random.PRNGKey(1), lr))
+  chex.assert_trees_all_equal(variables, other.init(jax.random.PRNGKey(1), lr))
   for training in (False, True):
     mutable = ['batch_stats'] if training else False
     want = direct.apply(variables, lr, train=training, mutable=mutable)
-    got = subpixel.apply(variables, lr, train=training, mutable=mutable)
+    got = other.apply(variables, lr, train=training, mutable=mutable)
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -105,8 +113,11 @@ def test_discriminator_forms_share_params_and_results():
 
 
 def test_unknown_forms_are_named():
-  with pytest.raises(ValueError, match="output_conv must be one of.*'subpixle'"):
-    Generator(num_blocks=1, features=8, output_conv='subpixle').init(
+  with pytest.raises(ValueError, match="output_conv must be one of.*'subpixel'"):
+    Generator(num_blocks=1, features=8, output_conv='subpixel').init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
+  with pytest.raises(ValueError, match="'subpixel4' needs scale >= 4, got 2"):
+    Generator(num_blocks=1, features=8, scale=2, output_conv='subpixel4').init(
         jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
   with pytest.raises(ValueError, match="strided_conv must be one of.*'s2d'"):
     Discriminator(strided_conv='s2d').init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
@@ -115,5 +126,5 @@ def test_unknown_forms_are_named():
 def test_run_folders_saved_before_the_forms_existed_use_the_direct_form():
   saved = ml_collections.ConfigDict({'num_blocks': 1, 'features': 8, 'scale': 4})
   assert train.generator_from_config(saved).output_conv == 'direct'
-  saved.output_conv = 'subpixel'
-  assert train.generator_from_config(saved).output_conv == 'subpixel'
+  saved.output_conv = 'subpixel2'
+  assert train.generator_from_config(saved).output_conv == 'subpixel2'

@@ -53,11 +53,11 @@ def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
 
 
 def test_regrouped_conv_forms_train_like_direct_ones(tiny_config):
-  """subpixel / space_to_depth change how convs run, not what a step computes."""
+  """subpixel4 / space_to_depth change how convs run, not what a step computes."""
   tiny_config.loss.content = 'vgg22'
   params = vgg.random_params(0)
   direct_state, direct_history = _run_steps(tiny_config, True, 3, params)
-  tiny_config.generator.output_conv = 'subpixel'
+  tiny_config.generator.output_conv = 'subpixel4'
   tiny_config.discriminator.strided_conv = 'space_to_depth'
   state, history = _run_steps(tiny_config, True, 3, params)
   for got, want in zip(history, direct_history):

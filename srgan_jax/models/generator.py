@@ -10,13 +10,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srgan_jax.models.layers import SubpixelConv, pixel_shuffle
+from srgan_jax.models.layers import PixelShuffleConv, pixel_shuffle
 
 # PReLU slope at initialisation, as in He et al. 2015 (and PyTorch's default).
 PRELU_INIT = 0.25
 # Running-average momentum of BatchNorm (PyTorch's 0.1 update rate).
 BN_MOMENTUM = 0.9
-OUTPUT_CONVS = ('direct', 'subpixel')
+# Forms of the output conv -> how much coarser than HR it runs (`layers.PixelShuffleConv`).
+OUTPUT_CONVS = {'direct': 1, 'subpixel2': 2, 'subpixel4': 4}
 
 
 class ResidualBlock(nn.Module):
@@ -44,9 +45,9 @@ class Generator(nn.Module):
     num_blocks: residual blocks in the body.
     features: channels of the body.
     scale: 2, 4 or 8.
-    output_conv: how conv_out is computed, with the same params and results:
-      'direct' (on the HR grid) or 'subpixel' (on the grid before the last pixel
-      shuffle, see `layers.SubpixelConv`).
+    output_conv: how conv_out is computed, with the same params and results: 'direct'
+      (on the HR grid), 'subpixel2' (on the grid before the last pixel shuffle) or
+      'subpixel4' (twice coarser still; scale 4 or 8). See `layers.PixelShuffleConv`.
     dtype: compute dtype of convolutions (params stay float32).
   """
 
@@ -63,8 +64,11 @@ class Generator(nn.Module):
     if 2**num_upsamples != self.scale:
       raise ValueError(f'generator.scale must be 2, 4 or 8, got {self.scale}')
     if self.output_conv not in OUTPUT_CONVS:
-      raise ValueError(f'generator.output_conv must be one of {OUTPUT_CONVS}, '
+      raise ValueError(f'generator.output_conv must be one of {tuple(OUTPUT_CONVS)}, '
                        f'got {self.output_conv!r}')
+    if OUTPUT_CONVS[self.output_conv] > self.scale:
+      raise ValueError(f'generator.output_conv={self.output_conv!r} needs scale >= '
+                       f'{OUTPUT_CONVS[self.output_conv]}, got {self.scale}')
     x = lr.astype(self.dtype)
     x = nn.Conv(self.features, (9, 9), dtype=self.dtype, name='conv_in')(x)
     x = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu_in')(x)
@@ -80,10 +84,9 @@ class Generator(nn.Module):
       x = nn.Conv(4 * self.features, (3, 3), dtype=self.dtype, name=f'conv_up{i}')(x)
       # PReLU has one slope, so it gives the same before the shuffle as after it.
       x = nn.PReLU(negative_slope_init=PRELU_INIT, name=f'prelu_up{i}')(x)
-      if i < num_upsamples - 1 or self.output_conv == 'direct':
+      if i < num_upsamples - 1:
         x = pixel_shuffle(x, 2)
-    if self.output_conv == 'subpixel':
-      x = SubpixelConv(3, 9, factor=2, dtype=self.dtype, name='conv_out')(x)
-    else:
-      x = nn.Conv(3, (9, 9), dtype=self.dtype, name='conv_out')(x)
+    # The last shuffle belongs to the output conv, which may run on a coarser grid.
+    x = PixelShuffleConv(3, 9, grid=OUTPUT_CONVS[self.output_conv], dtype=self.dtype,
+                         name='conv_out')(x)
     return jnp.tanh(x.astype(jnp.float32))

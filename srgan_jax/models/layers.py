@@ -6,9 +6,9 @@ stride-2 convs. Each form here computes exactly what the plain `nn.Conv` compute
 kernel of the same name, shape and initialiser, regrouped so that the convolution runs
 stride 1 with more channels:
 
-- `SubpixelConv`: a stride-1 conv applied to `pixel_shuffle(x, r)`, computed on x's own
-  grid as a conv with r*r times the output channels (9x9, 64 -> 3 becomes 5x5, 256 -> 12
-  for r = 2), then shuffled. The HR input is never materialised.
+- `PixelShuffleConv`: a stride-1 conv applied to `pixel_shuffle(x, 2)`, computed on x's
+  own grid as a conv with 4 times the output channels (9x9, 64 -> 3 becomes 5x5,
+  256 -> 12), or on a grid twice coarser with 16 times (3x3, 1024 -> 48), then shuffled.
 - `space_to_depth_conv`: a stride-s conv as a stride-1 conv on `space_to_depth(x, s)`
   (3x3, C -> C' at stride 2 becomes 2x2, 4C -> C'), passed to `nn.Conv` as its
   `conv_general_dilated`. It multiplies by (2/3)**2 * 4 = 16/9 the FLOPs (zero taps).
@@ -52,6 +52,28 @@ def space_to_depth(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h // factor, w // factor, factor * factor * c)
 
 
+def coarsen_phases(x: jnp.ndarray, factor: int, phases: int) -> jnp.ndarray:
+  """Regroups a phase grid onto a grid `factor` times coarser, in one transpose.
+
+  Equals `space_to_depth(pixel_shuffle(x, phases), factor * phases)`, without the
+  fine grid in between.
+
+  Args:
+    x: [N, H, W, phases*phases*C], channels in `pixel_shuffle` order.
+    factor: how much coarser the output grid is (H and W multiples of it).
+    phases: the phases per side that x holds.
+
+  Returns:
+    [N, H/factor, W/factor, (factor*phases)**2 * C], channels in `pixel_shuffle` order.
+  """
+  n, h, w, c = x.shape
+  c //= phases * phases
+  x = x.reshape(n, h // factor, factor, w // factor, factor, phases, phases, c)
+  # (row block, column block, row phase, column phase) -> (row block, row phase, ...).
+  x = x.transpose(0, 1, 3, 2, 5, 4, 6, 7)
+  return x.reshape(n, h // factor, w // factor, (factor * phases)**2 * c)
+
+
 def _regroup(kernel: jnp.ndarray, index: np.ndarray) -> jnp.ndarray:
   """Gathers kernel taps by a per-dimension index table; out-of-range taps become 0.
 
@@ -78,7 +100,7 @@ def _regroup(kernel: jnp.ndarray, index: np.ndarray) -> jnp.ndarray:
 
 
 def subpixel_kernel(kernel: jnp.ndarray, factor: int) -> tuple[jnp.ndarray, int, int]:
-  """Regroups a stride-1 'SAME' kernel for `SubpixelConv`.
+  """Regroups a stride-1 'SAME' kernel to run on a grid `factor` times coarser (`PixelShuffleConv`).
 
   Output phase a of HR row factor*i + a reads HR rows factor*i + a + u - before (u < k),
   which is LR row i + p, phase a_in, with factor*p + a_in = a + u - before.
@@ -96,40 +118,55 @@ def subpixel_kernel(kernel: jnp.ndarray, factor: int) -> tuple[jnp.ndarray, int,
   return _regroup(kernel, factor * p + a_in - a_out + before), -low, high
 
 
-class SubpixelConv(nn.Module):
-  """`nn.Conv(features, (k, k))` applied to `pixel_shuffle(x, factor)`, computed on x's grid.
+class PixelShuffleConv(nn.Module):
+  """`nn.Conv(features, (k, k))` applied to `pixel_shuffle(x, phases)`, on one of several grids.
 
-  Its params ('kernel' [k, k, C, features], 'bias' [features]) are those of that nn.Conv:
-  same names, shapes and initialisers, so either module loads the other's.
+  grid = 1: on the fine grid, as written: the shuffle, then the conv.
+  grid = phases: on x's own grid, with the kernel regrouped into phases**2 times the
+    output channels (9x9, 64 -> 3 becomes 5x5, 256 -> 12 for 2 phases), then the shuffle.
+  grid = f * phases: on a grid f times coarser than x (one transpose regroups x there),
+    grid**2 times the output channels (3x3, 1024 -> 48 for grid 4), then a x`grid` shuffle.
+  All compute the same function. Params ('kernel' [k, k, C, features], 'bias' [features])
+  are those of the nn.Conv: same names, shapes and initialisers, so checkpoints are shared.
 
   Attributes:
     features: output channels (3 for SRGAN's output layer).
     kernel_size: odd side of the square kernel, applied with 'SAME' zero padding.
-    factor: the pixel shuffle's factor.
+    grid: how much coarser than the output the conv runs: 1, `phases` or a multiple of it.
+    phases: the pixel shuffle factor that x holds.
     dtype: compute dtype (params stay float32).
   """
 
   features: int
   kernel_size: int
-  factor: int = 2
+  grid: int = 1
+  phases: int = 2
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    """Maps [N, h, w, f*f*C] (channels in pixel_shuffle order) to [N, f*h, f*w, features]."""
-    if self.kernel_size % 2 != 1:
-      raise ValueError(f'SubpixelConv needs an odd kernel_size, got {self.kernel_size}')
-    channels = x.shape[-1] // self.factor**2
-    k = self.kernel_size
+    """Maps [N, h, w, p*p*C] (channels in pixel_shuffle order) to [N, p*h, p*w, features]."""
+    k, grid, phases = self.kernel_size, self.grid, self.phases
+    if k % 2 != 1:
+      raise ValueError(f'PixelShuffleConv needs an odd kernel_size, got {k}')
+    if grid != 1 and grid % phases:
+      raise ValueError(f'grid must be 1 or a multiple of phases ({phases}), got {grid}')
+    channels = x.shape[-1] // phases**2
     kernel = self.param('kernel', nn.linear.default_kernel_init,
                         (k, k, channels, self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    grouped, before, after = subpixel_kernel(kernel, self.factor)
-    y = lax.conv_general_dilated(
-        x.astype(self.dtype), grouped.astype(self.dtype), (1, 1),
-        ((before, after), (before, after)), dimension_numbers=NHWC_HWIO)
-    y = y + jnp.tile(bias, self.factor**2).astype(self.dtype)
-    return pixel_shuffle(y, self.factor)
+    x = x.astype(self.dtype)
+    if grid == 1:
+      x, padding = pixel_shuffle(x, phases), 'SAME'
+    else:
+      if grid > phases:
+        x = coarsen_phases(x, grid // phases, phases)
+      kernel, before, after = subpixel_kernel(kernel, grid)
+      padding = ((before, after), (before, after))
+    y = lax.conv_general_dilated(x, kernel.astype(self.dtype), (1, 1), padding,
+                                 dimension_numbers=NHWC_HWIO)
+    y = y + jnp.tile(bias, grid**2).astype(self.dtype)
+    return y if grid == 1 else pixel_shuffle(y, grid)
 
 
 def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
