@@ -99,7 +99,7 @@ def time_layer(batch, name, side, in_channels, out_channels, kernel, stride, for
 
 
 def conv_ms_per_step(step_ms: dict, forms: dict, only: str = '') -> float:
-  """Sums step_ms[(network, layer, form)], each layer in forms[network] where timed so, else direct."""
+  """Sums step_ms[(network, layer, form)]: each layer in forms[network] if timed so, else direct."""
   chosen = {}
   for (network, name, form), ms in step_ms.items():
     if only and network != only:
@@ -150,8 +150,9 @@ def main():
         f.write(json.dumps({**row, 'batch': args.batch, 'dtype': args.dtype,
                             'machine': common.machine()}) + '\n')
 
-  for network in USES:
-    print(f'{network} convs, direct forms: {conv_ms_per_step(step_ms, {}, network):.3f} ms per step')
+  for network in sorted({network for network, _, _ in step_ms}):
+    ms = conv_ms_per_step(step_ms, {}, network)
+    print(f'{network} convs, direct forms: {ms:.3f} ms per step')
   direct = conv_ms_per_step(step_ms, {})
   for label, forms in (('direct', {}), ('G subpixel2', {'G': 'subpixel2'}),
                        ('G subpixel4', {'G': 'subpixel4'}),

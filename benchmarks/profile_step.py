@@ -125,7 +125,8 @@ def main():
     print('no traced event names an op of the step; device events by name instead:')
     by_name = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
     for name, (micros, count) in sorted(by_name.items(), key=lambda i: -i[1][0])[:args.top]:
-      print(f'{micros / 1e3 / args.steps:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
+      ms = micros / 1e3 / args.steps
+      print(f'{ms:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
     return
   busy_ms = sum(t for t, _ in ours.values()) / 1e3 / args.steps
   print(f'step: {1e3 * wall:.3f} ms wall (timed without the profiler); ops of the step: '

@@ -100,13 +100,14 @@ def _regroup(kernel: jnp.ndarray, index: np.ndarray) -> jnp.ndarray:
 
 
 def subpixel_kernel(kernel: jnp.ndarray, factor: int) -> tuple[jnp.ndarray, int, int]:
-  """Regroups a stride-1 'SAME' kernel to run on a grid `factor` times coarser (`PixelShuffleConv`).
+  """Regroups a stride-1 'SAME' kernel to run on a grid `factor` times coarser.
 
-  Output phase a of HR row factor*i + a reads HR rows factor*i + a + u - before (u < k),
-  which is LR row i + p, phase a_in, with factor*p + a_in = a + u - before.
+  Fine row factor*i + a (output phase a) reads fine rows factor*i + a + u - before
+  (u < k), which is coarse row i + p at input phase a_in, where
+  factor*p + a_in = a + u - before.
 
   Returns:
-    (kernel [m, m, f*f*C, f*f*O], LR padding before, LR padding after).
+    (kernel [m, m, f*f*C, f*f*O], coarse padding before, coarse padding after).
   """
   k = kernel.shape[0]
   before = (k - 1) // 2  # 'SAME' for an odd kernel.
