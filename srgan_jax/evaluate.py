@@ -26,8 +26,9 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from srgan_jax import degradation, images as image_io, input_pipeline
+from srgan_jax import degradation, images as image_io, input_pipeline, train, upscale
 
 
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
@@ -122,19 +123,21 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.ndarray],
-                 scale: int, rgb: bool = False) -> tuple[dict, list[dict]]:
-  """Scores `upscale` (uint8 LR -> uint8 SR) on a set; returns (means, per-image rows)."""
+                 scale: int, rgb: bool = False,
+                 on_image: Optional[Callable[[int, EvalImage, np.ndarray], None]] = None
+                 ) -> tuple[dict, list[dict]]:
+  """Scores `upscale` (uint8 LR -> uint8 SR) on a set; returns (means, per-image rows).
+
+  `on_image(index, image, sr)`, if given, sees each SR image once it is scored.
+  """
   rows = []
-  for item in images:
+  for index, item in enumerate(images):
     sr = upscale(item.lr)
     rows.append({'image': item.name, **score(sr, item.hr, scale, rgb)})
+    if on_image:
+      on_image(index, item, sr)
   keys = [k for k in rows[0] if k != 'image']
   return {k: float(np.mean([r[k] for r in rows])) for k in keys}, rows
-
-
-def side_by_side(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
-  """[H, 3W, 3] uint8: bicubic | SR | HR."""
-  return np.concatenate([bicubic_upscale(lr, scale), sr, hr], axis=1)
 
 
 class TrainingEvaluator:
@@ -150,11 +153,23 @@ class TrainingEvaluator:
   COMPARISONS_PER_SET = 2
 
   def __init__(self, config, workdir: str):
-    from srgan_jax import train
     self.config, self.workdir = config, workdir
     self.scale = config.generator.scale
     self.sets = {dataset_name(s): load_eval_set(s, self.scale, config.eval.max_images)
                  for s in config.eval.sets}
+    # The bicubic baseline never changes during a run: scored once, and the images of
+    # the comparisons kept.
+    self.bicubic = {}
+    for name, images in self.sets.items():
+      kept = []
+
+      def keep(index, item, sr):
+        if index < self.COMPARISONS_PER_SET:
+          kept.append(sr)
+
+      means, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scale,
+                              on_image=keep)
+      self.bicubic[name] = (means, kept)
     self.generator, _, _ = train.build_models(config)
     self.upscaler = None  # Built once, so each bucket shape compiles once per run.
     self.best_manager = train.checkpoint_manager(os.path.join(workdir, 'best'), keep=1)
@@ -169,18 +184,23 @@ class TrainingEvaluator:
     self.best_manager.close()
 
   def run(self, state, step: int) -> dict:
-    from srgan_jax import upscale
     variables = jax.device_get({'params': state.g_ema_params, 'batch_stats': state.g_batch_stats})
     if self.upscaler is None:
       self.upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET)
-    upscaler = self.upscaler
-    upscaler.set_variables(variables, step)
+    self.upscaler.set_variables(variables, step)
     results = {}
     is_writer = jax.process_index() == 0
     os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
     for name, images in self.sets.items():
-      means, rows = evaluate_set(images, upscaler, self.scale)
-      bicubic, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scale)
+      bicubic, bicubic_images = self.bicubic[name]
+
+      def save_comparison(index, item, sr):  # Called within this iteration.
+        if is_writer and index < self.COMPARISONS_PER_SET:
+          path = os.path.join(self.workdir, 'eval', f'{name}_{item.name}_{step}.png')
+          image_io.save_png(path, np.concatenate([bicubic_images[index], sr, item.hr], axis=1))
+          print(f'  bicubic | SR | HR: {path}', flush=True)
+
+      means, rows = evaluate_set(images, self.upscaler, self.scale, on_image=save_comparison)
       for k, v in means.items():
         results[f'eval/{name}/{k}'] = v
         results[f'eval/{name}/bicubic_{k}'] = bicubic[k]
@@ -190,14 +210,9 @@ class TrainingEvaluator:
       if is_writer:
         _write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
                     {'dataset': name, 'step': step, **means, 'images': rows})
-        for item in images[:self.COMPARISONS_PER_SET]:
-          path = os.path.join(self.workdir, 'eval', f'{name}_{item.name}_{step}.png')
-          image_io.save_png(path, side_by_side(item.lr, upscaler(item.lr), item.hr, self.scale))
-          print(f'  bicubic | SR | HR: {path}', flush=True)
     first = dataset_name(self.config.eval.sets[0])
     metric = results.get(f'eval/{first}/{self.config.eval.best_metric}')
     if metric is not None and (self.best is None or metric > self.best['value']):
-      import orbax.checkpoint as ocp
       self.best_manager.save(step, args=ocp.args.StandardSave(state), force=True)
       self.best_manager.wait_until_finished()
       self.best = {'step': step, 'metric': self.config.eval.best_metric, 'dataset': first,
@@ -230,7 +245,6 @@ def main(argv=None) -> int:
 
   step: Optional[int] = None
   if args.workdir:
-    from srgan_jax import upscale
     upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
     scale, step, method = upscaler.scale, upscaler.step, 'generator'
     if args.scale and args.scale != scale:
