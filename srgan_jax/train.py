@@ -536,6 +536,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def preview_images(config, state: TrainState, hr_uint8: jax.Array, count: int = 4) -> np.ndarray:
   """Rows of [LR nearest-upscaled | bicubic | SR | HR] for the first `count` crops, uint8."""
+  from srgan_jax.upscale import to_uint8  # upscale imports this module; import late.
   hr = np.asarray(multihost_utils.process_allgather(hr_uint8, tiled=True))[:count] \
       if jax.process_count() > 1 else np.asarray(hr_uint8[:count])
   scale = config.generator.scale
@@ -543,7 +544,7 @@ def preview_images(config, state: TrainState, hr_uint8: jax.Array, count: int = 
   lr = np.asarray(degradation.downscale_uint8_batch(jnp.asarray(hr), scale, True))
   sr = generator.apply({'params': jax.device_get(state.g_ema_params),
                         'batch_stats': jax.device_get(state.g_batch_stats)}, lr, train=False)
-  sr = np.clip(np.round((np.asarray(sr) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  sr = to_uint8(np.asarray(sr))
   lr_uint8 = np.round(lr * 255).astype(np.uint8)
   nearest = lr_uint8.repeat(scale, axis=1).repeat(scale, axis=2)
   bicubic = np.stack([degradation.resize_numpy(x, scale) for x in lr_uint8])
