@@ -1,4 +1,5 @@
-"""The regrouped convolutions compute what the plain ones compute, values and gradients."""
+"""The regrouped convolutions and the reshape max pool compute what the plain ops compute,
+values and gradients."""
 
 import chex
 import flax.linen as nn
@@ -11,8 +12,8 @@ from jax import lax
 
 from srgan_jax import train
 from srgan_jax.models import Discriminator, Generator
-from srgan_jax.models.layers import (NHWC_HWIO, PixelShuffleConv, coarsen_phases, pixel_shuffle,
-                                     space_to_depth, space_to_depth_conv)
+from srgan_jax.models.layers import (NHWC_HWIO, PixelShuffleConv, coarsen_phases, max_pool,
+                                     pixel_shuffle, space_to_depth, space_to_depth_conv)
 
 
 def _values_and_grads(fn, params, x):
@@ -81,6 +82,27 @@ def test_space_to_depth_conv_refuses_what_it_does_not_handle():
   with pytest.raises(NotImplementedError, match='dilation'):
     space_to_depth_conv(x, kernel, (2, 2), 'SAME', rhs_dilation=(2, 2),
                         dimension_numbers=NHWC_HWIO)
+
+
+@pytest.mark.parametrize('factor,shape,dtype', [
+    (2, (2, 8, 6, 3), jnp.float32), (2, (1, 7, 9, 2), jnp.float32),
+    (3, (2, 9, 11, 2), jnp.float32), (2, (2, 12, 10, 4), jnp.bfloat16)])
+def test_max_pool_equals_nn_max_pool_with_ties(factor, shape, dtype):
+  # Values on a coarse grid, so many windows hold their maximum more than once.
+  x = jnp.round(2 * jax.random.normal(jax.random.PRNGKey(1), shape)).astype(dtype)
+  x = x.at[0, :factor, :factor].set(1)  # One window of equal values.
+  cotangent = jax.random.normal(jax.random.PRNGKey(2), (shape[0], shape[1] // factor,
+                                                        shape[2] // factor, shape[3]), dtype)
+  plain = lambda x: nn.max_pool(x, (factor, factor), strides=(factor, factor))
+  for fn in (jax.jit, lambda f: f):  # Compiled and op by op.
+    ours, ours_vjp = jax.vjp(fn(lambda x: max_pool(x, factor)), x)
+    theirs, theirs_vjp = jax.vjp(plain, x)
+    np.testing.assert_array_equal(np.float32(ours), np.float32(theirs))
+    np.testing.assert_array_equal(np.float32(ours_vjp(cotangent)[0]),
+                                  np.float32(theirs_vjp(cotangent)[0]))
+  # Of the equal window, only the first position (row-major) receives the gradient.
+  grad = np.float32(jax.grad(lambda x: max_pool(x, factor)[0, 0, 0, 0])(x)[0, :factor, :factor, 0])
+  np.testing.assert_array_equal(grad.ravel(), np.eye(factor * factor)[0])
 
 
 @pytest.mark.parametrize('output_conv', ['subpixel2', 'subpixel4'])

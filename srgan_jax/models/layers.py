@@ -15,11 +15,18 @@ stride 1 with more channels:
 
 Since parameters are shared, a checkpoint trained with one form runs with the other;
 which is faster is a property of the device and compiler (`benchmarks/layers.py`).
+
+`max_pool` is VGG's 2x2 pooling without `reduce_window`, whose gradient XLA computes
+with select-and-scatter (on the CPU: index tensors and a scatter, 4x slower than this
+form for VGG's four pools). Values and gradients are bit-equal to `nn.max_pool`.
 """
+
+import functools
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -211,3 +218,51 @@ def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
   grouped = _regroup(rhs, index)
   return lax.conv_general_dilated(space_to_depth(x, stride), grouped, (1, 1), 'VALID',
                                   dimension_numbers=NHWC_HWIO, precision=precision)
+
+
+def max_pool(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Max over non-overlapping factor x factor windows, as `nn.max_pool(x, (f, f), (f, f))`.
+
+  Rows and columns past the last whole window are dropped ('VALID'). The gradient goes
+  to the first maximum of each window in row-major order, as select-and-scatter sends
+  it, so ties (common in bf16) are broken the same way.
+
+  Args:
+    x: [N, H, W, C].
+    factor: window side and stride.
+
+  Returns:
+    [N, H // factor, W // factor, C].
+  """
+  n, h, w, c = x.shape
+  return _max_pool_whole(x[:, :h - h % factor, :w - w % factor], factor)
+
+
+def _windows(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """[N, H, W, C] -> [N, H/f, f, W/f, f, C] (a reshape: no data moves)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // factor, factor, w // factor, factor, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_whole(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  return _windows(x, factor).max(axis=(2, 4))
+
+
+def _max_pool_forward(x, factor):
+  y = _max_pool_whole(x, factor)
+  return y, (x, y)
+
+
+def _max_pool_backward(factor, residuals, grad):
+  x, y = residuals
+  windows = _windows(x, factor)
+  # Each window position's row-major rank; the lowest rank holding the max takes the grad.
+  rank = np.arange(factor * factor).reshape(1, 1, factor, 1, factor, 1)
+  ranked = jnp.where(windows == y[:, :, None, :, None, :], rank, factor * factor)
+  first = ranked == ranked.min(axis=(2, 4), keepdims=True)
+  grad_x = jnp.where(first, grad[:, :, None, :, None, :], jnp.zeros((), grad.dtype))
+  return (grad_x.reshape(x.shape),)
+
+
+_max_pool_whole.defvjp(_max_pool_forward, _max_pool_backward)
