@@ -1,4 +1,4 @@
-"""Pixel shuffles, and two convolutions computed in another form with the same parameters.
+"""Pixel shuffles, and layers computed in another form with the same parameters and results.
 
 On a GPU the narrowest convolutions of SRGAN run far below the device's rate
 (`../shared/DESIGN.md`): G's 9x9 output conv (64 -> 3 channels on the HR grid) and D's
@@ -16,13 +16,13 @@ stride 1 with more channels:
 Since parameters are shared, a checkpoint trained with one form runs with the other;
 which is faster is a property of the device and compiler (`benchmarks/layers.py`).
 
-`max_pool` is VGG's 2x2 pooling without `reduce_window`, whose gradient XLA computes
-with select-and-scatter (on the CPU: index tensors and a scatter, 4x slower than this
-form for VGG's four pools). Values and gradients are bit-equal to `nn.max_pool`.
+`max_pool` is VGG's 2x2 pooling by reshape and max instead of `reduce_window`, whose
+gradient XLA computes with select-and-scatter (on the CPU: index tensors and a scatter,
+4x slower than this form for VGG's four pools). Values and gradients are bit-equal to
+`nn.max_pool`'s.
 """
 
 import functools
-
 from typing import Any
 
 import flax.linen as nn
