@@ -245,7 +245,10 @@ def main(argv=None) -> int:
 
   step: Optional[int] = None
   if args.workdir:
-    upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
+    try:
+      upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
+    except (FileNotFoundError, ValueError) as e:  # No run there, or no such step: exit 2.
+      parser.error(str(e))
     scale, step, method = upscaler.scale, upscaler.step, 'generator'
     if args.scale and args.scale != scale:
       parser.error(f'--scale={args.scale} but the run was trained for x{scale}')

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -278,16 +279,17 @@ def restore_raw(path: str, step: Optional[int] = None,
     directory, step = os.path.dirname(directory), int(name) if step is None else step
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint folder at {path}')
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-    steps = mngr.all_steps()
+  # Finalised steps only; unlike a read-only CheckpointManager, this logs nothing.
+  steps = ocp.utils.checkpoint_steps(directory)
   if not steps:
     raise FileNotFoundError(f'{directory} holds no checkpoint')
   step = max(steps) if step is None else step
   if step not in steps:
     raise FileNotFoundError(f'{directory} has no checkpoint for step {step}; it has {sorted(steps)}')
   item = os.path.join(directory, str(step), 'default')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree_meta = checkpointer.metadata(item).item_metadata
+  # The handler reads the tree's metadata only (the checkpointer would also look for,
+  # and warn about, step metadata inside the item folder, where Orbax never writes it).
+  tree_meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item))
   tree_meta = dict(getattr(tree_meta, 'tree', tree_meta))
   if keys is not None:
     missing = [k for k in keys if k not in tree_meta]
@@ -295,7 +297,7 @@ def restore_raw(path: str, step: Optional[int] = None,
       raise ValueError(f'{item} has no {missing}: not a srgan_jax training checkpoint')
     tree_meta = {k: tree_meta[k] for k in keys}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_meta)
-  tree = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+  tree = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
       item=tree_meta, restore_args=restore_args, partial_restore=keys is not None))
   return tree, step
 

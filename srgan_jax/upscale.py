@@ -185,8 +185,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from tqdm import tqdm
-  upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
-                           output_conv=args.output_conv)
+  try:
+    upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
+                             output_conv=args.output_conv)
+  except (FileNotFoundError, ValueError) as e:  # No run there, or no such step: exit 2.
+    parser.error(str(e))
   os.makedirs(args.output, exist_ok=True)
   failed, skipped = [], []
   files = _inputs(args.inputs)

@@ -96,6 +96,19 @@ def test_evaluate_cli_on_a_run(trained_run, tmp_path):
   assert per_image['images'][0]['image'] == 'a'
 
 
+@pytest.mark.parametrize('module', ['srgan_jax.upscale', 'srgan_jax.evaluate'])
+def test_clis_name_a_folder_without_a_run_or_step(module, trained_run, tmp_path):
+  workdir, _ = trained_run
+  extra = ([str(tmp_path), f'--output={tmp_path}/out'] if module == 'srgan_jax.upscale'
+           else [f'--data={tmp_path}'])
+  result = run_python(['-m', module, f'--workdir={tmp_path}/nowhere'] + extra)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert f'no config.json in {tmp_path}/nowhere' in result.stderr
+  result = run_python(['-m', module, f'--workdir={workdir}', '--step=5'] + extra)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert 'has no checkpoint for step 5; it has [3, 6]' in result.stderr
+
+
 def test_upscale_api(trained_run):
   workdir, _ = trained_run
   upscaler = upscale.load_upscaler(str(workdir))
