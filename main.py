@@ -15,7 +15,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: checkpoints, metrics, config.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run folder (checkpoints, metrics, config): a path every process sees.')
 _MULTIPROCESS = flags.DEFINE_enum(
     'multiprocess', 'auto', ['auto', 'on', 'off'],
     'auto: initialise jax.distributed when a coordinator is given or a cluster is detected.')

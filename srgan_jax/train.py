@@ -412,6 +412,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   from srgan_jax import evaluate  # Evaluation imports training helpers; import late.
 
   validate_config(config)
+  if '://' in workdir:
+    raise ValueError(
+        f'workdir {workdir} is a URL, but the run folder is written through the file system '
+        f'(config, metrics, TensorBoard, checkpoints): give a path that every process sees, '
+        f'e.g. a bucket mounted with Cloud Storage FUSE (gcsfuse) or an NFS share')
   workdir = os.path.abspath(workdir)
   check_resumable(config, workdir)
   is_writer = jax.process_index() == 0

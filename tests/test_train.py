@@ -1,5 +1,6 @@
 import functools
 import json
+import os
 
 import chex
 import jax
@@ -192,6 +193,14 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
   tree, step = train.restore_raw(str(tmp_path))
   assert step == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree['g_params']))
+
+
+def test_url_workdir_is_refused_before_anything_is_written(tiny_config, tmp_path,
+                                                           monkeypatch):
+  monkeypatch.chdir(tmp_path)  # os.path.abspath would have made ./gs:/bucket/run here.
+  with pytest.raises(ValueError, match='gs://bucket/run is a URL.*gcsfuse'):
+    train.train_and_evaluate(tiny_config, 'gs://bucket/run')
+  assert os.listdir(tmp_path) == []
 
 
 def test_init_from_copies_the_generator(tiny_config, tmp_path):
