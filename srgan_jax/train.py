@@ -336,7 +336,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: not a srgan_jax run folder')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}): the run folder\'s config is damaged') from e
 
 
 # Fields that decide the shapes in a checkpoint: a resumed run must keep them.

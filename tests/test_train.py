@@ -203,6 +203,16 @@ def test_url_workdir_is_refused_before_anything_is_written(tiny_config, tmp_path
   assert os.listdir(tmp_path) == []
 
 
+def test_damaged_run_config_is_named_and_left_as_it_is(tiny_config, tmp_path):
+  (tmp_path / 'checkpoints').mkdir()
+  (tmp_path / 'config.json').write_text('{"generator": {"num_bl')
+  with pytest.raises(ValueError, match=r'config\.json is not valid JSON'):
+    train.load_config(str(tmp_path))
+  with pytest.raises(ValueError, match=r'config\.json is not valid JSON'):
+    train.train_and_evaluate(tiny_config, str(tmp_path))  # Resuming checks the saved config.
+  assert (tmp_path / 'config.json').read_text() == '{"generator": {"num_bl'
+
+
 def test_init_from_copies_the_generator(tiny_config, tmp_path):
   tiny_config.eval.sets = ()
   tiny_config.loss.adversarial_weight = 0.0
