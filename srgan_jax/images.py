@@ -54,6 +54,8 @@ def decode(path: str) -> DecodedImage:
       image.load()
   except FileNotFoundError:
     raise
+  except Image.DecompressionBombError as e:  # Over twice Pillow's pixel limit.
+    raise UnreadableImageError(f'{path}: too large to decode safely ({e})') from e
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise UnreadableImageError(f'{path}: cannot decode ({type(e).__name__}: {e})') from e
   mode = image.mode

@@ -53,6 +53,14 @@ def test_decode_rules(tmp_path):
     images.decode(str(tmp_path / 'truncated.png'))
 
 
+def test_oversized_image_is_unreadable_not_a_crash(tmp_path, monkeypatch):
+  Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tmp_path / 'huge.png')
+  # Pillow refuses images over twice MAX_IMAGE_PIXELS (a decompression bomb guard).
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+  with pytest.raises(images.UnreadableImageError, match='huge.png: too large to decode'):
+    images.decode(str(tmp_path / 'huge.png'))
+
+
 def test_lossless_formats_decode_exactly(tmp_path):
   image = np.random.default_rng(3).integers(0, 256, (12, 9, 3)).astype(np.uint8)
   for name, kwargs in [('a.bmp', {}), ('a.webp', {'lossless': True}), ('a.tif', {}),
