@@ -113,6 +113,16 @@ def validate_config(config):
   if OUTPUT_CONVS[config.generator.output_conv] > scale:
     raise ValueError(f'config.generator.output_conv={config.generator.output_conv!r} needs '
                      f'scale >= {OUTPUT_CONVS[config.generator.output_conv]}, got {scale}')
+  for field, low in (('train.batch_size', 1), ('train.num_steps', 1),
+                     ('train.log_every_steps', 1), ('train.checkpoint_every_steps', 1),
+                     ('train.keep_checkpoints', 1), ('data.hr_crop_size', 1),
+                     ('generator.features', 1), ('train.image_every_steps', 0),
+                     ('eval.every_steps', 0), ('eval.max_images', 0), ('data.num_shards', 0),
+                     ('loss.adversarial_start_step', 0), ('loss.content_weight', 0),
+                     ('loss.adversarial_weight', 0), ('loss.tv_weight', 0)):
+    section, key = field.split('.')
+    if config[section][key] < low:
+      raise ValueError(f'config.{field} must be at least {low}, got {config[section][key]}')
   num_devices = jax.device_count()
   if config.train.batch_size % num_devices:
     raise ValueError(f'config.train.batch_size ({config.train.batch_size}) must be a multiple '

@@ -195,6 +195,26 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree['g_params']))
 
 
+@pytest.mark.parametrize('field,value,message', [
+    ('train.log_every_steps', 0, 'train.log_every_steps must be at least 1, got 0'),
+    ('train.checkpoint_every_steps', 0, 'checkpoint_every_steps must be at least 1'),
+    ('train.batch_size', 0, 'train.batch_size must be at least 1, got 0'),
+    ('eval.every_steps', -5, 'eval.every_steps must be at least 0, got -5'),
+    ('loss.adversarial_weight', -1e-3, 'adversarial_weight must be at least 0'),
+    ('generator.scale', 3, 'scale must be 2, 4 or 8, got 3'),
+    ('data.hr_crop_size', 30, r'hr_crop_size \(30\) must be a multiple of the scale \(4\)'),
+    ('loss.content', 'vgg23x', "loss.content must be one of .*'vgg23x'"),
+    ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
+])
+def test_settings_that_cannot_work_are_named_before_compiling(tiny_config, field, value,
+                                                              message):
+  train.validate_config(tiny_config)  # The test config itself is fine.
+  section, key = field.split('.')
+  tiny_config[section][key] = value
+  with pytest.raises(ValueError, match=message):
+    train.validate_config(tiny_config)
+
+
 def test_url_workdir_is_refused_before_anything_is_written(tiny_config, tmp_path,
                                                            monkeypatch):
   monkeypatch.chdir(tmp_path)  # os.path.abspath would have made ./gs:/bucket/run here.
