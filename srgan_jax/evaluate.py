@@ -43,7 +43,10 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
   return float('inf') if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+SSIM_WINDOW = 11  # Side of the Gaussian window; images must be at least this after shaving.
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> np.ndarray:
   x = np.arange(size) - (size - 1) / 2.0
   g = np.exp(-(x * x) / (2 * sigma * sigma))
   return g / g.sum()
@@ -106,7 +109,12 @@ def load_eval_set(spec: str, scale: int, max_images: int = 0) -> list[EvalImage]
   for path in paths[:max_images or None]:
     name = os.path.splitext(os.path.basename(path))[0]
     hr = image_io.read_rgb(path)
-    hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
+    height, width = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
+    if min(height, width) < 2 * scale + SSIM_WINDOW:
+      raise ValueError(f'{path}: {hr.shape[1]}x{hr.shape[0]} is too small to score at x{scale}: '
+                       f'the protocol crops to a multiple of {scale}, shaves {scale} pixels per '
+                       f'side, and SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} after that')
+    hr = hr[:height, :width]
     lr_path = os.path.join(lr_dir, f'{name}x{scale}.png')
     if os.path.exists(lr_path):
       lr = image_io.read_rgb(lr_path)

@@ -56,3 +56,17 @@ def test_gray_hr_is_scored(tmp_path):
   images = evaluate.load_eval_set(str(tmp_path), 4)
   means, rows = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
   assert rows[0]['image'] == 'g' and np.isfinite(means['psnr_y'])
+
+
+def test_image_too_small_to_score_is_named(tmp_path):
+  from PIL import Image
+  (tmp_path / 'HR').mkdir()
+  # 22 px crops to 20 at x4, and 20 - 2 * 4 = 12 >= 11: scored. 21 crops to 20 too.
+  Image.fromarray(np.zeros((22, 21, 3), np.uint8)).save(tmp_path / 'HR' / 'fits.png')
+  fits = evaluate.load_eval_set(str(tmp_path), 4)
+  means, _ = evaluate.evaluate_set(fits, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  assert means['psnr_y'] == float('inf') and means['ssim_y'] == pytest.approx(1.0)
+  # 19 px crops to 16, and 16 - 8 = 8 < 11: refused with the file's name and size.
+  Image.fromarray(np.zeros((19, 40, 3), np.uint8)).save(tmp_path / 'HR' / 'small.png')
+  with pytest.raises(ValueError, match=r'small\.png: 40x19 is too small to score at x4'):
+    evaluate.load_eval_set(str(tmp_path), 4)
