@@ -71,6 +71,9 @@ class Upscaler:
 
   def __init__(self, generator: Generator, variables, tile: int = 0, tile_overlap: int = 48,
                bucket: int = 0, step: Optional[int] = None):
+    for name, value in (('tile', tile), ('tile_overlap', tile_overlap), ('bucket', bucket)):
+      if value < 0:
+        raise ValueError(f'{name} must be at least 0, got {value}')
     self.generator, self.scale, self.step = generator, generator.scale, step
     self.variables = jax.device_put(variables)
     self.tile, self.tile_overlap, self.bucket = tile, tile_overlap, bucket

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from srgan_jax import upscale
 from srgan_jax.models import Generator
@@ -30,6 +31,14 @@ def test_tiles_without_enough_overlap_differ():
   whole = _random_upscaler()(image)
   tiled = _random_upscaler(tile=16, tile_overlap=1)(image)
   assert np.abs(tiled.astype(int) - whole.astype(int)).max() > 1
+
+
+def test_negative_tile_settings_are_refused():
+  # A negative tile once skipped every tile and returned uninitialised memory.
+  for kwargs, name in (({'tile': -3}, 'tile'), ({'tile': 16, 'tile_overlap': -1}, 'tile_overlap'),
+                       ({'bucket': -16}, 'bucket')):
+    with pytest.raises(ValueError, match=f'^{name} must be at least 0'):
+      _random_upscaler(**kwargs)
 
 
 def test_bucketed_padding_keeps_shape():
