@@ -140,6 +140,10 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   'subpixel2' or 'subpixel4'; empty: the run's own) picks how G's output conv is
   computed: same params and results, only speed differs.
   """
+  if dtype not in train.DTYPES:
+    raise ValueError(f'dtype must be one of {tuple(train.DTYPES)}, got {dtype!r}')
+  if output_conv and output_conv not in OUTPUT_CONVS:
+    raise ValueError(f'output_conv must be one of {tuple(OUTPUT_CONVS)}, got {output_conv!r}')
   config = train.load_config(_find_run_dir(path))
   if output_conv:
     config.generator.output_conv = output_conv

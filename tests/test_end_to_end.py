@@ -126,6 +126,10 @@ def test_upscale_api(trained_run):
   subpixel = upscale.load_upscaler(str(workdir), output_conv='subpixel4')
   assert subpixel.generator.output_conv == 'subpixel4'
   assert np.abs(subpixel(image).astype(int) - out).max() <= 1
+  with pytest.raises(ValueError, match="output_conv must be one of.*'subpix'"):
+    upscale.load_upscaler(str(workdir), output_conv='subpix')
+  with pytest.raises(ValueError, match="dtype must be one of.*'float16'"):
+    upscale.load_upscaler(str(workdir), dtype='float16')
 
 
 def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
