@@ -73,6 +73,7 @@ def test_convert_public_h5_layout(tmp_path):
   result = run_python(['-m', 'srgan_jax.models.vgg', 'convert', f'--input={tmp_path}/notop.h5',
                        f'--cache_dir={tmp_path}/cache'])
   assert result.returncode == 0, result.stderr
+  assert 'RuntimeWarning' not in result.stderr  # The module is not imported twice.
   loaded, source = vgg.load_params(str(tmp_path / 'cache' / 'vgg19_keras.npz'))
   assert source == 'keras'
   for name in vgg.LAYER_NAMES:
