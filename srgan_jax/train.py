@@ -106,7 +106,8 @@ def validate_config(config):
     raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
   for field, choices in (('loss.content', CONTENT_LOSSES), ('train.compute_dtype', tuple(DTYPES)),
                          ('generator.output_conv', tuple(OUTPUT_CONVS)),
-                         ('discriminator.strided_conv', tuple(STRIDED_CONVS))):
+                         ('discriminator.strided_conv', tuple(STRIDED_CONVS)),
+                         ('eval.best_metric', ('psnr_y', 'ssim_y'))):
     section, key = field.split('.')
     if config[section][key] not in choices:
       raise ValueError(f'config.{field} must be one of {choices}, got {config[section][key]!r}')

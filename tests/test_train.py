@@ -205,6 +205,7 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
     ('data.hr_crop_size', 30, r'hr_crop_size \(30\) must be a multiple of the scale \(4\)'),
     ('loss.content', 'vgg23x', "loss.content must be one of .*'vgg23x'"),
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
+    ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
 ])
 def test_settings_that_cannot_work_are_named_before_compiling(tiny_config, field, value,
                                                               message):
