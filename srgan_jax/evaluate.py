@@ -255,7 +255,7 @@ def main(argv=None) -> int:
   if args.workdir:
     try:
       upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
-    except (FileNotFoundError, ValueError) as e:  # No run there, or no such step: exit 2.
+    except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
       parser.error(str(e))
     scale, step, method = upscaler.scale, upscaler.step, 'generator'
     if args.scale and args.scale != scale:

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
   try:
     upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
                              output_conv=args.output_conv)
-  except (FileNotFoundError, ValueError) as e:  # No run there, or no such step: exit 2.
+  except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
     parser.error(str(e))
   os.makedirs(args.output, exist_ok=True)
   failed, skipped = [], []
