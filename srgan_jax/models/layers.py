@@ -225,7 +225,8 @@ def max_pool(x: jnp.ndarray, factor: int) -> jnp.ndarray:
 
   Rows and columns past the last whole window are dropped ('VALID'). The gradient goes
   to the first maximum of each window in row-major order, as select-and-scatter sends
-  it, so ties (common in bf16) are broken the same way.
+  it, so ties (common in bf16) are broken the same way. The gradient is a custom VJP:
+  reverse mode only (`jax.jvp` through it raises, where `nn.max_pool` would not).
 
   Args:
     x: [N, H, W, C].
