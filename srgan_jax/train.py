@@ -270,18 +270,10 @@ def find_checkpoint_dir(path: str) -> str:
   return candidate if os.path.isdir(candidate) else path
 
 
-def restore_raw(path: str, step: Optional[int] = None,
-                keys: Optional[tuple[str, ...]] = None) -> tuple[dict, int]:
-  """Restores (part of) a checkpoint as nested dicts of numpy arrays, with no target.
+def locate_checkpoint(path: str, step: Optional[int] = None) -> tuple[str, int]:
+  """(checkpoint folder, step) that `path` and `step` name; see `restore_raw`.
 
-  Args:
-    path: a run folder (holding checkpoints/), a checkpoint folder, or one step's folder.
-    step: which step; default the latest (or the step of a step folder).
-    keys: top-level fields of the state to read (e.g. only the generator's); default all.
-      Only these are read from disk.
-
-  Returns:
-    (tree, step). Raises FileNotFoundError naming the folder if it holds no checkpoint.
+  Raises FileNotFoundError naming the folder if it holds no such checkpoint.
   """
   directory = find_checkpoint_dir(os.path.abspath(path))
   name = os.path.basename(directory)
@@ -297,6 +289,23 @@ def restore_raw(path: str, step: Optional[int] = None,
   step = max(steps) if step is None else step
   if step not in steps:
     raise FileNotFoundError(f'{directory} has no checkpoint for step {step}; it has {sorted(steps)}')
+  return directory, step
+
+
+def restore_raw(path: str, step: Optional[int] = None,
+                keys: Optional[tuple[str, ...]] = None) -> tuple[dict, int]:
+  """Restores (part of) a checkpoint as nested dicts of numpy arrays, with no target.
+
+  Args:
+    path: a run folder (holding checkpoints/), a checkpoint folder, or one step's folder.
+    step: which step; default the latest (or the step of a step folder).
+    keys: top-level fields of the state to read (e.g. only the generator's); default all.
+      Only these are read from disk.
+
+  Returns:
+    (tree, step). Raises FileNotFoundError naming the folder if it holds no checkpoint.
+  """
+  directory, step = locate_checkpoint(path, step)
   item = os.path.join(directory, str(step), 'default')
   # The handler reads the tree's metadata only (the checkpointer would also look for,
   # and warn about, step metadata inside the item folder, where Orbax never writes it).
@@ -445,6 +454,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if vgg_source == 'random':
       logging.warning('VGG19 has RANDOM weights (config.vgg.allow_random_weights): the '
                       'perceptual loss is meaningless; use this for mechanics tests only')
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  resuming = os.path.isdir(checkpoints) and bool(ocp.utils.checkpoint_steps(checkpoints))
+  if config.init_from and not resuming:
+    locate_checkpoint(config.init_from)  # A fresh run needs it: stop before loading data.
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
@@ -457,7 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-  manager = checkpoint_manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  manager = checkpoint_manager(checkpoints, config.train.keep_checkpoints)
   latest = manager.latest_step()
   if latest is not None:
     target = jax.tree.map(

@@ -245,6 +245,13 @@ def test_init_from_copies_the_generator(tiny_config, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_missing_init_from_stops_the_run_before_the_data_is_read(tiny_config, tmp_path):
+  tiny_config.init_from = str(tmp_path / 'no_such_run')
+  tiny_config.data.source = f'folder:{tmp_path / "no_such_data"}'  # Would fail once read.
+  with pytest.raises(FileNotFoundError, match='no checkpoint folder at .*no_such_run'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+
+
 def test_init_from_a_folder_without_checkpoint_fails(tiny_config, tmp_path):
   state = train.init_state(tiny_config, jax.random.PRNGKey(0))
   (tmp_path / 'empty').mkdir()
