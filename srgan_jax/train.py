@@ -463,6 +463,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   batch_sharding = NamedSharding(mesh, P('data'))
   vgg_params = jax.device_put(vgg_params, replicated)
 
+  # Evaluation sets are small: a bad one stops the run before the training data is read.
+  evaluator = evaluate.TrainingEvaluator(config, workdir) if config.eval.sets else None
   batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
                                         batch_sharding)
 
@@ -504,7 +506,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   adversarial_from = config.loss.adversarial_start_step
 
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer, truncate_after=start_step)
-  evaluator = evaluate.TrainingEvaluator(config, workdir) if config.eval.sets else None
   num_steps = config.train.num_steps
   train_config = config.train
   history = []  # (step, device metrics) since the last check.

@@ -252,6 +252,13 @@ def test_missing_init_from_stops_the_run_before_the_data_is_read(tiny_config, tm
     train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
 
 
+def test_missing_eval_set_stops_the_run_before_the_data_is_read(tiny_config, tmp_path):
+  tiny_config.eval.sets = (str(tmp_path / 'no_such_set'),)
+  tiny_config.data.source = f'folder:{tmp_path / "no_such_data"}'
+  with pytest.raises(FileNotFoundError, match='no such file or folder: .*no_such_set'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+
+
 def test_init_from_a_folder_without_checkpoint_fails(tiny_config, tmp_path):
   state = train.init_state(tiny_config, jax.random.PRNGKey(0))
   (tmp_path / 'empty').mkdir()
