@@ -454,9 +454,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if vgg_source == 'random':
       logging.warning('VGG19 has RANDOM weights (config.vgg.allow_random_weights): the '
                       'perceptual loss is meaningless; use this for mechanics tests only')
-  checkpoints = os.path.join(workdir, 'checkpoints')
-  resuming = os.path.isdir(checkpoints) and bool(ocp.utils.checkpoint_steps(checkpoints))
-  if config.init_from and not resuming:
+  manager = checkpoint_manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  latest = manager.latest_step()
+  if config.init_from and latest is None:
     locate_checkpoint(config.init_from)  # A fresh run needs it: stop before loading data.
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
@@ -472,8 +472,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-  manager = checkpoint_manager(checkpoints, config.train.keep_checkpoints)
-  latest = manager.latest_step()
   if latest is not None:
     target = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
