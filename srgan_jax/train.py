@@ -31,8 +31,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from srgan_jax import degradation, input_pipeline, losses, metrics_writer
 from srgan_jax.models import Discriminator, Generator, VGG19Features, vgg
-from srgan_jax.models.discriminator import STRIDED_CONVS
-from srgan_jax.models.generator import OUTPUT_CONVS
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 CONTENT_LOSSES = ('pixel', 'vgg22', 'vgg54')
@@ -99,21 +97,15 @@ def build_optimizer(opt_config) -> optax.GradientTransformation:
 
 def validate_config(config):
   """Fails at start-up, before any compile, on settings that cannot work together."""
-  scale, crop = config.generator.scale, config.data.hr_crop_size
-  if scale not in (2, 4, 8):
-    raise ValueError(f'config.generator.scale must be 2, 4 or 8, got {scale}')
-  if crop % scale:
-    raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
   for field, choices in (('loss.content', CONTENT_LOSSES), ('train.compute_dtype', tuple(DTYPES)),
-                         ('generator.output_conv', tuple(OUTPUT_CONVS)),
-                         ('discriminator.strided_conv', tuple(STRIDED_CONVS)),
                          ('eval.best_metric', ('psnr_y', 'ssim_y'))):
     section, key = field.split('.')
     if config[section][key] not in choices:
       raise ValueError(f'config.{field} must be one of {choices}, got {config[section][key]!r}')
-  if OUTPUT_CONVS[config.generator.output_conv] > scale:
-    raise ValueError(f'config.generator.output_conv={config.generator.output_conv!r} needs '
-                     f'scale >= {OUTPUT_CONVS[config.generator.output_conv]}, got {scale}')
+  build_models(config)  # The modules check their own settings (scale, conv forms).
+  scale, crop = config.generator.scale, config.data.hr_crop_size
+  if crop % scale:
+    raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
   for field, low in (('train.batch_size', 1), ('train.num_steps', 1),
                      ('train.log_every_steps', 1), ('train.checkpoint_every_steps', 1),
                      ('train.keep_checkpoints', 1), ('data.hr_crop_size', 1),

@@ -142,13 +142,11 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   """
   if dtype not in train.DTYPES:
     raise ValueError(f'dtype must be one of {tuple(train.DTYPES)}, got {dtype!r}')
-  if output_conv and output_conv not in OUTPUT_CONVS:
-    raise ValueError(f'output_conv must be one of {tuple(OUTPUT_CONVS)}, got {output_conv!r}')
   config = train.load_config(_find_run_dir(path))
   if output_conv:
     config.generator.output_conv = output_conv
-  tree, restored_step = train.restore_raw(path, step, keys=train.GENERATOR_KEYS)
   generator = train.generator_from_config(config.generator, train.DTYPES[dtype])
+  tree, restored_step = train.restore_raw(path, step, keys=train.GENERATOR_KEYS)
   variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
   return Upscaler(generator, variables, tile=tile, tile_overlap=tile_overlap, bucket=bucket,
                   step=restored_step)

@@ -206,6 +206,8 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
     ('loss.content', 'vgg23x', "loss.content must be one of .*'vgg23x'"),
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
     ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
+    ('generator.output_conv', 'subpix', "output_conv must be one of .*'subpix'"),
+    ('discriminator.strided_conv', 's2d', "strided_conv must be one of .*'s2d'"),
 ])
 def test_settings_that_cannot_work_are_named_before_compiling(tiny_config, field, value,
                                                               message):

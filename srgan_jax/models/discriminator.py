@@ -32,15 +32,18 @@ class Discriminator(nn.Module):
   strided_conv: str = 'direct'
   dtype: Any = jnp.float32
 
+  def __post_init__(self):
+    if self.strided_conv not in STRIDED_CONVS:  # Checked when built, as in the generator.
+      raise ValueError(f'discriminator.strided_conv must be one of {tuple(STRIDED_CONVS)}, '
+                       f'got {self.strided_conv!r}')
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, hr, train: bool = False):
     """Maps images [N, H, W, 3] in [-1, 1] to logits [N] (float32).
 
     The dense layer's size follows H and W (96x96 crops by default).
     """
-    if self.strided_conv not in STRIDED_CONVS:
-      raise ValueError(f'discriminator.strided_conv must be one of {tuple(STRIDED_CONVS)}, '
-                       f'got {self.strided_conv!r}')
     x = hr.astype(self.dtype)
     for i, features in enumerate(self.features):
       strided = i % 2 == 1

@@ -57,11 +57,9 @@ class Generator(nn.Module):
   output_conv: str = 'direct'
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, lr, train: bool = False):
-    """Maps LR [N, h, w, 3] in [0, 1] to SR [N, h*scale, w*scale, 3] in [-1, 1] (float32)."""
-    num_upsamples = int(round(math.log2(self.scale)))
-    if 2**num_upsamples != self.scale:
+  def __post_init__(self):
+    # Checked when the module is built, so that configs and run folders fail at load time.
+    if self.scale not in (2, 4, 8):
       raise ValueError(f'generator.scale must be 2, 4 or 8, got {self.scale}')
     if self.output_conv not in OUTPUT_CONVS:
       raise ValueError(f'generator.output_conv must be one of {tuple(OUTPUT_CONVS)}, '
@@ -69,6 +67,12 @@ class Generator(nn.Module):
     if OUTPUT_CONVS[self.output_conv] > self.scale:
       raise ValueError(f'generator.output_conv={self.output_conv!r} needs scale >= '
                        f'{OUTPUT_CONVS[self.output_conv]}, got {self.scale}')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, lr, train: bool = False):
+    """Maps LR [N, h, w, 3] in [0, 1] to SR [N, h*scale, w*scale, 3] in [-1, 1] (float32)."""
+    num_upsamples = int(round(math.log2(self.scale)))
     x = lr.astype(self.dtype)
     x = nn.Conv(self.features, (9, 9), dtype=self.dtype, name='conv_in')(x)
     x = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu_in')(x)
