@@ -76,10 +76,15 @@ def test_profile_names_the_layers_of_the_step():
   assert abs(sum(shares.values()) - busy) < 0.01 * busy
 
 
+def _gpu_check_script() -> str:
+  """benchmarks/gpu_check.sh with continued lines joined."""
+  with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
+    return f.read().replace('\\\n', ' ')
+
+
 def test_gpu_check_time_limits_fit_the_device_budget():
   """Every part's cap together, plus start-up, stays under the 8 minutes a session may use."""
-  with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
-    script = f.read()
+  script = _gpu_check_script()
   limits = [int(line.split()[2]) for line in script.splitlines() if line.startswith('run ')]
   assert len(limits) >= 6
   assert sum(limits) <= 460, sum(limits)
@@ -88,8 +93,7 @@ def test_gpu_check_time_limits_fit_the_device_budget():
 
 def test_gpu_check_passes_only_flags_its_scripts_define():
   """A misspelt flag in gpu_check.sh would cost a whole device session; --help knows them."""
-  with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
-    script = f.read().replace('\\\n', ' ')
+  script = _gpu_check_script()
   commands = [shlex.split(line)[3:] for line in script.splitlines() if line.startswith('run ')]
   assert len(commands) >= 6
   helps = {}
