@@ -284,6 +284,26 @@ def locate_checkpoint(path: str, step: Optional[int] = None) -> tuple[str, int]:
   return directory, step
 
 
+class UnreadableCheckpointError(ValueError):
+  """A finalised checkpoint step cannot be read: files in it are damaged or missing."""
+
+
+def unreadable_checkpoint(directory: str, step: int, error: Exception) -> UnreadableCheckpointError:
+  """The error for a step that fails to restore, saying how to go on without losing it."""
+  while error.__cause__ is not None:  # The innermost error names the file that failed.
+    error = error.__cause__
+  others = sorted(s for s in ocp.utils.checkpoint_steps(directory) if s != step)
+  folder = os.path.join(directory, str(step))
+  if others:
+    remedy = (f'move {folder} out of {directory} (nothing is deleted) to use step '
+              f'{others[-1]}, the latest of the others there ({others})')
+  else:
+    remedy = f'it is the only step there; move {folder} out of {directory} to start afresh'
+  return UnreadableCheckpointError(
+      f'checkpoint step {step} in {directory} cannot be read ({type(error).__name__}: '
+      f'{str(error).splitlines()[0][:300]}): {remedy}')
+
+
 def restore_raw(path: str, step: Optional[int] = None,
                 keys: Optional[tuple[str, ...]] = None) -> tuple[dict, int]:
   """Restores (part of) a checkpoint as nested dicts of numpy arrays, with no target.
@@ -301,7 +321,10 @@ def restore_raw(path: str, step: Optional[int] = None,
   item = os.path.join(directory, str(step), 'default')
   # The handler reads the tree's metadata only (the checkpointer would also look for,
   # and warn about, step metadata inside the item folder, where Orbax never writes it).
-  tree_meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item))
+  try:
+    tree_meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item))
+  except Exception as e:  # Any failure to read a finalised step means it is damaged.
+    raise unreadable_checkpoint(directory, step, e) from e
   tree_meta = dict(getattr(tree_meta, 'tree', tree_meta))
   if keys is not None:
     missing = [k for k in keys if k not in tree_meta]
@@ -309,8 +332,11 @@ def restore_raw(path: str, step: Optional[int] = None,
       raise ValueError(f'{item} has no {missing}: not a srgan_jax training checkpoint')
     tree_meta = {k: tree_meta[k] for k in keys}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_meta)
-  tree = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-      item=tree_meta, restore_args=restore_args, partial_restore=keys is not None))
+  try:
+    tree = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
+        item=tree_meta, restore_args=restore_args, partial_restore=keys is not None))
+  except Exception as e:
+    raise unreadable_checkpoint(directory, step, e) from e
   return tree, step
 
 
@@ -468,7 +494,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     target = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
         state_sharding)
-    state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+    try:
+      state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # Shapes were checked against config.json: the files are damaged.
+      manager.close()
+      raise unreadable_checkpoint(str(manager.directory), latest, e) from e
     logging.info('resumed from %s at step %d', manager.directory, latest)
   else:
     state = jax.jit(init_fn, out_shardings=state_sharding)(rng)

@@ -195,6 +195,37 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree['g_params']))
 
 
+# When one read fails, Orbax closes its event loop while its other reads are still under
+# way; their late callbacks then raise "Event loop is closed", which Python only reports.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, tmp_path):
+  tiny_config.eval.sets = ()
+  tiny_config.train.num_steps = 6
+  tiny_config.train.checkpoint_every_steps = 3
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  # Cut every data file of step 6 short, as a full disk or a bad copy would.
+  damaged = {}
+  for root, _, files in os.walk(tmp_path / 'checkpoints' / '6'):
+    if os.path.basename(root) == 'd':
+      for name in files:
+        path = os.path.join(root, name)
+        os.truncate(path, 10)
+        damaged[path] = 10
+  assert damaged
+  message = (r'checkpoint step 6 in .*checkpoints cannot be read \(.*6/default.*\): move '
+             r'.*checkpoints/6 out of .*checkpoints \(nothing is deleted\) to use step 3')
+  tiny_config.train.num_steps = 9
+  with pytest.raises(train.UnreadableCheckpointError, match=message):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  with pytest.raises(train.UnreadableCheckpointError, match=message):
+    train.restore_raw(str(tmp_path))
+  assert {p: os.path.getsize(p) for p in damaged} == damaged  # Left as it was found.
+  # The remedy the message gives works: the run goes on from step 3.
+  os.rename(tmp_path / 'checkpoints' / '6', tmp_path / 'step6_damaged')
+  assert int(train.train_and_evaluate(tiny_config, str(tmp_path)).step) == 9
+  assert train.locate_checkpoint(str(tmp_path))[1] == 9
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('train.log_every_steps', 0, 'train.log_every_steps must be at least 1, got 0'),
     ('train.checkpoint_every_steps', 0, 'checkpoint_every_steps must be at least 1'),
