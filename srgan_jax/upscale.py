@@ -164,14 +164,31 @@ def upscale_file(upscaler: Upscaler, path: str, output: str):
   image_io.save_png(output, sr)
 
 
-def _inputs(paths) -> list[str]:
-  files = []
-  for path in paths:
+def output_paths(inputs: list[str], output_dir: str, scale: int) -> list[tuple[str, str]]:
+  """(input file, output file) for each image the command line names.
+
+  A file goes to `output_dir/<stem>_x<scale>.png`; a folder's images keep their path
+  below that folder, so photos/2019/a.jpg and photos/2020/a.jpg do not meet. A file named
+  twice is upscaled once. Raises ValueError naming the inputs if two different files
+  would write one output (a.png and a.jpg).
+  """
+  pairs, sources = [], {}  # sources: output -> {input's absolute path: input as given}
+  for path in inputs:
     if os.path.isdir(path):
-      files.extend(image_io.list_image_files(path))
-    else:
-      files.append(path)  # A missing or bad file is reported when it is read.
-  return files
+      files = [(f, os.path.relpath(f, path)) for f in image_io.list_image_files(path)]
+    else:  # A missing or bad file is reported when it is read.
+      files = [(path, os.path.basename(path))]
+    for file, relative in files:
+      output = os.path.join(output_dir, f'{os.path.splitext(relative)[0]}_x{scale}.png')
+      same_output = sources.setdefault(os.path.abspath(output), {})
+      if os.path.abspath(file) not in same_output:
+        same_output[os.path.abspath(file)] = file
+        pairs.append((file, output))
+  clashes = [list(files.values()) for files in sources.values() if len(files) > 1]
+  if clashes:
+    raise ValueError('these inputs would write the same output file: ' + '; '.join(
+        ' and '.join(files) for files in clashes) + '. Upscale them into separate --output folders')
+  return pairs
 
 
 def main(argv=None) -> int:
@@ -180,7 +197,8 @@ def main(argv=None) -> int:
   parser.add_argument('inputs', nargs='+', help='image files and folders')
   parser.add_argument('--workdir', required=True, help='run folder (or a checkpoint in it)')
   parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
-  parser.add_argument('--output', required=True, help='folder for <name>_x<scale>.png files')
+  parser.add_argument('--output', required=True,
+                      help='folder for <name>_x<scale>.png (images of a folder keep their sub-folders)')
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
   parser.add_argument('--dtype', choices=sorted(train.DTYPES), default='float32')
@@ -189,21 +207,25 @@ def main(argv=None) -> int:
   parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
   args = parser.parse_args(argv)
 
+  if os.path.exists(args.output) and not os.path.isdir(args.output):
+    parser.error(f'--output={args.output} is a file, not a folder')
+
   from tqdm import tqdm
   try:
     upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
                              output_conv=args.output_conv)
   except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
     parser.error(str(e))
-  os.makedirs(args.output, exist_ok=True)
+  try:
+    pairs = output_paths(args.inputs, args.output, upscaler.scale)
+  except ValueError as e:
+    parser.error(str(e))
   failed, skipped = [], []
-  files = _inputs(args.inputs)
-  for path in tqdm(files, unit='image', file=sys.stderr):
-    stem = os.path.splitext(os.path.basename(path))[0]
-    output = os.path.join(args.output, f'{stem}_x{upscaler.scale}.png')
+  for path, output in tqdm(pairs, unit='image', file=sys.stderr):
     if os.path.exists(output) and not args.overwrite:
       skipped.append(output)
       continue
+    os.makedirs(os.path.dirname(output), exist_ok=True)
     try:
       upscale_file(upscaler, path, output)
     except (OSError, ValueError) as e:
@@ -211,7 +233,7 @@ def main(argv=None) -> int:
       tqdm.write(f'error: {path}: {e}', file=sys.stderr)
   for output in skipped:
     print(f'exists, not overwritten (use --overwrite): {output}', file=sys.stderr)
-  print(f'upscaled {len(files) - len(failed) - len(skipped)}, skipped '
+  print(f'upscaled {len(pairs) - len(failed) - len(skipped)}, skipped '
         f'{len(skipped)}, failed {len(failed)}', file=sys.stderr)
   return 1 if failed else 0
 

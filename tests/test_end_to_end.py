@@ -143,13 +143,17 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   Image.fromarray(np.dstack([rgb, np.full((20, 24), 200, np.uint8)])).save(inputs / 'alpha.png')
   Image.fromarray(rng.integers(0, 65536, (20, 24)).astype(np.uint16)).save(inputs / 'deep.png')
   (inputs / 'broken.png').write_bytes(b'\x89PNG garbage')
+  (inputs / 'sub').mkdir()
+  Image.fromarray(rgb[:8, :8]).save(inputs / 'sub' / 'rgb.png')  # Same name, other folder.
   out = tmp_path / 'out'
   args = ['-m', 'srgan_jax.upscale', f'--workdir={workdir}', str(inputs), f'--output={out}',
           '--tile=8', '--tile_overlap=12']
   result = run_python(args)
   assert result.returncode == 1  # broken.png failed; the others are written.
   assert 'broken.png' in result.stderr
-  assert sorted(os.listdir(out)) == ['alpha_x4.png', 'deep_x4.png', 'gray_x4.png', 'rgb_x4.png']
+  assert sorted(os.listdir(out)) == ['alpha_x4.png', 'deep_x4.png', 'gray_x4.png', 'rgb_x4.png',
+                                     'sub']
+  assert Image.open(out / 'sub' / 'rgb_x4.png').size == (32, 32)
   assert Image.open(out / 'gray_x4.png').mode == 'L'
   assert Image.open(out / 'deep_x4.png').mode == 'L'
   alpha = Image.open(out / 'alpha_x4.png')
@@ -159,6 +163,12 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   result = run_python(args[:3] + [str(inputs / 'rgb.png'), f'--output={out}'])
   assert result.returncode == 0 and 'not overwritten' in result.stderr
   assert (out / 'rgb_x4.png').stat().st_mtime_ns == before
+  # rgb.png and rgb.jpg would both write rgb_x4.png: refused before anything is written.
+  Image.fromarray(rgb).save(tmp_path / 'rgb.jpg')
+  result = run_python(args[:3] + [str(inputs / 'rgb.png'), str(tmp_path / 'rgb.jpg'),
+                                  f'--output={tmp_path / "out2"}'])
+  assert result.returncode == 2 and 'would write the same output file' in result.stderr
+  assert not (tmp_path / 'out2').exists()
 
 
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):

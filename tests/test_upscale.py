@@ -75,3 +75,17 @@ def test_training_evaluator_compiles_each_bucket_once(tiny_config, tmp_path):
   # astronaut 128x128 and coffee 100x150 LR: two buckets, compiled in the first run only.
   assert evaluator.upscaler._apply._cache_size() == 2
   assert first['eval/skimage_astronaut_coffee/psnr_y'] != second['eval/skimage_astronaut_coffee/psnr_y']
+
+
+def test_output_paths_keep_sub_folders_and_refuse_clashes(tmp_path):
+  for name in ('photos/2019/a.jpg', 'photos/2020/a.jpg', 'photos/b.png', 'clash/c.png',
+               'clash/c.jpg'):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).touch()
+  photos, b = str(tmp_path / 'photos'), str(tmp_path / 'photos' / 'b.png')
+  pairs = upscale.output_paths([photos, b, b], 'out', 4)  # b.png named three times.
+  assert sorted(pairs) == sorted([(b, 'out/b_x4.png'),
+                                  (f'{photos}/2019/a.jpg', 'out/2019/a_x4.png'),
+                                  (f'{photos}/2020/a.jpg', 'out/2020/a_x4.png')])
+  with pytest.raises(ValueError, match=r'same output file: .*clash/c\.(jpg|png) and .*clash/c\.'):
+    upscale.output_paths([str(tmp_path / 'clash')], 'out', 4)
