@@ -459,6 +459,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         f'(config, metrics, TensorBoard, checkpoints): give a path that every process sees, '
         f'e.g. a bucket mounted with Cloud Storage FUSE (gcsfuse) or an NFS share')
   workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f'workdir {workdir} is a file, not a folder')
   check_resumable(config, workdir)
   is_writer = jax.process_index() == 0
   if is_writer:

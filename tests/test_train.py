@@ -257,6 +257,13 @@ def test_url_workdir_is_refused_before_anything_is_written(tiny_config, tmp_path
   assert os.listdir(tmp_path) == []
 
 
+def test_workdir_that_is_a_file_is_refused_and_left_as_it_is(tiny_config, tmp_path):
+  (tmp_path / 'run').write_text('notes')
+  with pytest.raises(NotADirectoryError, match='run is a file, not a folder'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  assert (tmp_path / 'run').read_text() == 'notes'
+
+
 def test_damaged_run_config_is_named_and_left_as_it_is(tiny_config, tmp_path):
   (tmp_path / 'checkpoints').mkdir()
   (tmp_path / 'config.json').write_text('{"generator": {"num_bl')
