@@ -162,31 +162,58 @@ def test_num_shards_must_fit_batch_and_processes():
     input_pipeline.resolve_num_shards(data, 8, 1)
 
 
-def test_tfds_source_reads_each_shard_offline(monkeypatch):
-  """DIV2K's TFDS builder with mocked records: no download, one sub-split per shard."""
+@pytest.fixture(scope='module')
+def div2k_on_disk(tmp_path_factory):
+  """DIV2K bicubic_x4 prepared by TFDS's own builder from local files laid out as its zips.
+
+  Returns (data_dir, {name: HR image}) for the 5 train images; one is too small for a
+  16-pixel crop. Only the download step is replaced; TFDS encodes and writes the records.
+  """
   tfds = pytest.importorskip('tensorflow_datasets')
-  with tfds.testing.mock_data(num_examples=3):
-    mocked_load, splits = tfds.load, []
+  root = tmp_path_factory.mktemp('div2k')
+  rng = np.random.default_rng(0)
+  train_hr = {}
+  for split, names in (('train', ('0001', '0002', '0003', '0004', '0005')), ('valid', ('0801',))):
+    hr_dir = root / f'{split}_hr' / f'DIV2K_{split}_HR'
+    lr_dir = root / f'{split}_lr' / f'DIV2K_{split}_LR_bicubic' / 'X4'
+    hr_dir.mkdir(parents=True)
+    lr_dir.mkdir(parents=True)
+    for i, name in enumerate(names):
+      side = 12 if name == '0003' else 32 + 4 * i
+      hr = rng.integers(0, 256, (side, side + 8, 3)).astype(np.uint8)
+      Image.fromarray(hr).save(hr_dir / f'{name}.png')
+      Image.fromarray(hr[::4, ::4]).save(lr_dir / f'{name}x4.png')
+      if split == 'train':
+        train_hr[name] = hr
+  local = {f'{s}_{kind}_url': str(root / f'{s}_{kind}') for s in ('train', 'valid')
+           for kind in ('lr', 'hr')}
+  builder = tfds.builder('div2k/bicubic_x4', data_dir=str(root / 'tfds'))
+  patch = pytest.MonkeyPatch()
+  patch.setattr(tfds.download.DownloadManager, 'download_and_extract',
+                lambda self, urls: {key: local[key] for key in urls})
+  try:
+    builder.download_and_prepare()
+  finally:
+    patch.undo()
+  return str(root / 'tfds'), train_hr
 
-    def spy(*args, **kwargs):
-      splits.append(str(kwargs['split']))
-      return mocked_load(*args, **kwargs)
 
-    monkeypatch.setattr(tfds, 'load', spy)
-    data = _data_config('tfds:div2k/bicubic_x4', crop=8)
-    shards = [input_pipeline.load_shard(data, k, 2) for k in range(2)]
-  # The mock ignores the split it is given; the loader must still ask for two halves.
-  assert splits == [str(s) for s in tfds.even_splits('train', n=2)] and splits[0] != splits[1]
-  assert [len(s) for s in shards] == [3, 3]
-  for image in shards[0] + shards[1]:
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-  rows = input_pipeline.sample_rows(shards[0], 0, 0, 0, 4, 8)
-  assert rows.shape == (4, 8, 8, 3)
+def test_tfds_source_reads_each_shard_of_a_prepared_dataset(div2k_on_disk):
+  data_dir, train_hr = div2k_on_disk
+  data = _data_config('tfds:div2k/bicubic_x4', crop=16, tfds_data_dir=data_dir)
+  reports = [input_pipeline.LoadReport() for _ in range(2)]
+  shards = [input_pipeline.load_shard(data, k, 2, reports[k]) for k in range(2)]
+  expected = {hr.tobytes(): name for name, hr in train_hr.items() if name != '0003'}
+  found = [image.tobytes() for shard in shards for image in shard]
+  # Every usable train image once, bit for bit, split between the two shards.
+  assert sorted(found) == sorted(expected) and all(shards)
+  assert sum(len(r.too_small) for r in reports) == 1  # 0003 is 12 pixels high.
+  rows = input_pipeline.sample_rows(shards[0], 0, 0, 0, 4, 16)
+  assert rows.shape == (4, 16, 16, 3) and rows.dtype == np.uint8
 
 
-def test_tfds_missing_feature_is_named():
-  tfds = pytest.importorskip('tensorflow_datasets')
-  with tfds.testing.mock_data(num_examples=2):
-    data = _data_config('tfds:div2k/bicubic_x4', crop=8, tfds_image_key='highres')
-    with pytest.raises(KeyError, match="no feature 'highres'"):
-      input_pipeline.load_shard(data, 0, 1)
+def test_tfds_missing_feature_is_named(div2k_on_disk):
+  data = _data_config('tfds:div2k/bicubic_x4', crop=8, tfds_data_dir=div2k_on_disk[0],
+                      tfds_image_key='highres')
+  with pytest.raises(KeyError, match="no feature 'highres'; it has \\['hr', 'lr'\\]"):
+    input_pipeline.load_shard(data, 0, 1)
