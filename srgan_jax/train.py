@@ -510,6 +510,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.warning('config.init_from is empty: the SRGAN generator starts from scratch, '
                       'not from an SRResNet-MSE run as in the paper')
   start_step = int(state.step)
+  if start_step >= config.train.num_steps:
+    logging.warning('%s is already at step %d, config.train.num_steps is %d: nothing to train; '
+                    'raise num_steps to go on', workdir, start_step, config.train.num_steps)
 
   logging.info('generator: %s parameters (%d blocks, %d channels, x%d)',
                f'{count_params(state.g_params):,}', config.generator.num_blocks,

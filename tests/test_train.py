@@ -1,5 +1,6 @@
 import functools
 import json
+import logging as std_logging
 import os
 
 import chex
@@ -163,7 +164,7 @@ def _params(state):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
-def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path):
+def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog):
   tiny_config.eval.sets = ()
   tiny_config.train.num_steps = 8
   tiny_config.train.checkpoint_every_steps = 4
@@ -178,6 +179,13 @@ def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path):
     np.testing.assert_array_equal(a, b)
   steps = [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')]
   assert steps == [2, 4, 6, 8]
+  # Run again once finished: said, and nothing changes.
+  with caplog.at_level(std_logging.WARNING):
+    again = train.train_and_evaluate(tiny_config, str(tmp_path / 'resumed'))
+  assert 'is already at step 8, config.train.num_steps is 8: nothing to train' in caplog.text
+  for a, b in zip(_params(straight), _params(again)):
+    np.testing.assert_array_equal(a, b)
+  assert [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')] == steps
 
 
 def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
