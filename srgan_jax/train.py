@@ -413,7 +413,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _StopRequest:
-  """Turns SIGTERM/SIGINT into a request that the loop honours after the current step."""
+  """Turns SIGTERM/SIGINT into a request that the loop honours after the current step.
+
+  A second SIGINT (Ctrl-C again, e.g. during a long compile) raises KeyboardInterrupt at
+  once; the checkpoints already written stay complete (Orbax finalises a step atomically).
+  """
 
   def __init__(self):
     self.requested = False
@@ -428,7 +432,10 @@ class _StopRequest:
     return self
 
   def _handle(self, signum, frame):
-    logging.warning('received signal %d: saving a checkpoint and stopping', signum)
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    logging.warning('received signal %d: saving a checkpoint and stopping after this step '
+                    '(Ctrl-C again to stop now)', signum)
     self.requested = True
 
   def __exit__(self, *exc):

@@ -234,6 +234,17 @@ def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, 
   assert train.locate_checkpoint(str(tmp_path))[1] == 9
 
 
+def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
+  import signal
+  with train._StopRequest() as stop:
+    assert not stop.requested
+    signal.raise_signal(signal.SIGTERM)
+    assert stop.requested  # The loop saves and stops after the current step.
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored on exit.
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('train.log_every_steps', 0, 'train.log_every_steps must be at least 1, got 0'),
     ('train.checkpoint_every_steps', 0, 'checkpoint_every_steps must be at least 1'),
