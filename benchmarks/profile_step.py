@@ -122,8 +122,11 @@ def main():
   if not ours:  # A profiler that does not tag ops: list what the device processes ran.
     devices = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
                and str(e['args'].get('name', '')).startswith('/device:')}
-    print('no traced event names an op of the step; device events by name instead:')
     by_name = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
+    if not by_name:  # E.g. jax 0.6's CPU profiler, which records no op at all.
+      sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
+               f'{jax.default_backend()}); trace: {trace_dir}')
+    print('no traced event names an op of the step; device events by name instead:')
     for name, (micros, count) in sorted(by_name.items(), key=lambda i: -i[1][0])[:args.top]:
       ms = micros / 1e3 / args.steps
       print(f'{ms:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')

@@ -9,6 +9,8 @@ import os
 import re
 import shlex
 
+import pytest
+
 from tests.conftest import REPO, run_python
 
 
@@ -60,6 +62,9 @@ def test_upscale_benchmark_times_each_form():
 
 
 def test_profile_names_the_layers_of_the_step():
+  import jax
+  if jax.__version_info__ < (0, 7):  # Python 3.10's newest jax is 0.6.2.
+    pytest.skip(f'jax {jax.__version__} records no per-op events on the CPU')
   result = run_python(['benchmarks/profile_step.py', '--model=srgan', '--batch=2', '--crop=32',
                        '--dtype=float32', '--steps=1', '--top=5'])
   assert result.returncode == 0, result.stderr[-3000:]
