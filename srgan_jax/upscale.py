@@ -168,14 +168,18 @@ def output_paths(inputs: list[str], output_dir: str, scale: int) -> list[tuple[s
   """(input file, output file) for each image the command line names.
 
   A file goes to `output_dir/<stem>_x<scale>.png`; a folder's images keep their path
-  below that folder, so photos/2019/a.jpg and photos/2020/a.jpg do not meet. A file named
-  twice is upscaled once. Raises ValueError naming the inputs if two different files
+  below that folder, so photos/2019/a.jpg and photos/2020/a.jpg do not meet; images
+  already under `output_dir` are not taken from a folder. A file named twice is
+  upscaled once. Raises ValueError naming the inputs if two different files
   would write one output (a.png and a.jpg).
   """
   pairs, sources = [], {}  # sources: output -> {input's absolute path: input as given}
+  output_root = os.path.join(os.path.abspath(output_dir), '')
   for path in inputs:
     if os.path.isdir(path):
-      files = [(f, os.path.relpath(f, path)) for f in image_io.list_image_files(path)]
+      # An --output inside the folder: earlier results are not inputs.
+      files = [(f, os.path.relpath(f, path)) for f in image_io.list_image_files(path)
+               if not os.path.abspath(f).startswith(output_root)]
     else:  # A missing or bad file is reported when it is read.
       files = [(path, os.path.basename(path))]
     for file, relative in files:

@@ -89,3 +89,10 @@ def test_output_paths_keep_sub_folders_and_refuse_clashes(tmp_path):
                                   (f'{photos}/2020/a.jpg', 'out/2020/a_x4.png')])
   with pytest.raises(ValueError, match=r'same output file: .*clash/c\.(jpg|png) and .*clash/c\.'):
     upscale.output_paths([str(tmp_path / 'clash')], 'out', 4)
+  # Results written inside the input folder are not read back as inputs on a rerun.
+  (tmp_path / 'photos' / 'out').mkdir()
+  (tmp_path / 'photos' / 'out' / 'b_x4.png').touch()
+  again = upscale.output_paths([photos], f'{photos}/out', 4)
+  assert sorted(again) == sorted([(b, f'{photos}/out/b_x4.png'),
+                                  (f'{photos}/2019/a.jpg', f'{photos}/out/2019/a_x4.png'),
+                                  (f'{photos}/2020/a.jpg', f'{photos}/out/2020/a_x4.png')])
