@@ -111,3 +111,77 @@ def test_gpu_check_passes_only_flags_its_scripts_define():
       helps[target] = result.stdout
     for flag in (arg.split('=')[0] for arg in command[2:] if arg.startswith('--')):
       assert re.search(rf'{flag}\b', helps[target]), f'{target} has no {flag}'
+
+
+def test_torch_reference_is_the_same_network():
+  """The PyTorch model timed beside ours has our layers: same parameter counts at the
+  paper's sizes, and with our weights its generator computes our generator's output."""
+  torch = pytest.importorskip('torch')
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from benchmarks import torch_reference
+  from srgan_jax.models import Discriminator, Generator, VGG19Features
+
+  def flax_count(module, shape):
+    variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(shape))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params']))
+
+  torch_count = lambda module: sum(p.numel() for p in module.parameters())
+  assert torch_count(torch_reference.Generator()) == flax_count(Generator(), (1, 24, 24, 3))
+  assert torch_count(torch_reference.Discriminator(96)) == flax_count(Discriminator(),
+                                                                        (1, 96, 96, 3))
+  assert torch_count(torch_reference.vgg19_to_conv5_4()) == flax_count(VGG19Features(),
+                                                                         (1, 32, 32, 3))
+
+  # A small generator with random weights and BN statistics, copied across.
+  generator = Generator(num_blocks=2, features=8)
+  lr = np.random.default_rng(0).random((2, 6, 5, 3), np.float32)
+  variables = generator.init(jax.random.PRNGKey(1), lr)
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  variables = jax.tree.unflatten(tree, [
+      jax.random.uniform(k, x.shape, minval=0.5, maxval=1.5) if x.ndim == 1 and x.shape[0] > 1
+      else x + 0.02 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  params, stats = variables['params'], variables['batch_stats']
+  model = torch_reference.Generator(blocks=2, c=8).eval()
+  tensor = lambda x: torch.from_numpy(np.array(x, np.float32))
+
+  def conv(module, p, channel_order=None):
+    kernel = np.asarray(p['kernel']).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    bias = np.asarray(p['bias'])
+    if channel_order is not None:
+      kernel, bias = kernel[channel_order], bias[channel_order]
+    module.weight.data, module.bias.data = tensor(kernel), tensor(bias)
+
+  def norm(module, p, s):
+    module.weight.data, module.bias.data = tensor(p['scale']), tensor(p['bias'])
+    module.running_mean.data, module.running_var.data = tensor(s['mean']), tensor(s['var'])
+
+  def prelu(module, p):
+    module.weight.data = tensor(np.reshape(p['negative_slope'], (1,)))
+
+  conv(model.head[0], params['conv_in'])
+  prelu(model.head[1], params['prelu_in'])
+  for i in range(2):
+    body, p, s = model.body[i].body, params[f'block{i}'], stats[f'block{i}']
+    conv(body[0], p['conv1'])
+    norm(body[1], p['bn1'], s['bn1'])
+    prelu(body[2], p['prelu'])
+    conv(body[3], p['conv2'])
+    norm(body[4], p['bn2'], s['bn2'])
+  conv(model.body[2], params['conv_body'])
+  norm(model.body[3], params['bn_body'], stats['bn_body'])
+  # Our shuffle reads channels as (row offset, column offset, C), PyTorch's as (C, row, column).
+  order = np.arange(32).reshape(2, 2, 8).transpose(2, 0, 1).reshape(-1)
+  for i in range(2):
+    conv(model.up[3 * i], params[f'conv_up{i}'], order)
+    prelu(model.up[3 * i + 2], params[f'prelu_up{i}'])
+  conv(model.tail, params['conv_out'])
+
+  ours = np.asarray(generator.apply(variables, lr))
+  with torch.no_grad():
+    theirs = model(tensor(lr).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  assert ours.shape == theirs.shape == (2, 24, 20, 3)
+  assert np.mean(np.abs(ours) < 0.9) > 0.25  # Enough outputs that tanh does not flatten.
+  np.testing.assert_allclose(theirs, ours, atol=2e-5)
