@@ -202,7 +202,8 @@ def main(argv=None) -> int:
   parser.add_argument('--workdir', required=True, help='run folder (or a checkpoint in it)')
   parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
   parser.add_argument('--output', required=True,
-                      help='folder for <name>_x<scale>.png (images of a folder keep their sub-folders)')
+                      help='folder for <name>_x<scale>.png; a folder\'s images keep their '
+                           'sub-folders')
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
   parser.add_argument('--dtype', choices=sorted(train.DTYPES), default='float32')
