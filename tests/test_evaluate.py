@@ -15,6 +15,27 @@ def test_psnr_and_ssim_basics():
   assert evaluate.ssim(a, 255 - a) < 0
 
 
+def test_ssim_is_wang_et_al_window_by_window():
+  """Wang et al.'s ssim_index written out: every 11x11 window inside the image, Gaussian
+  weights of sigma 1.5, weighted (population) moments, K1 = 0.01, K2 = 0.03, L = 255."""
+  rng = np.random.default_rng(1)
+  a = rng.integers(16, 236, (17, 20)).astype(np.float64)
+  b = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).round()
+  g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+  w = np.outer(g, g) / np.outer(g, g).sum()
+  c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+  values = []
+  for i in range(a.shape[0] - 10):
+    for j in range(a.shape[1] - 10):
+      x, y = a[i:i + 11, j:j + 11], b[i:i + 11, j:j + 11]
+      mx, my = (w * x).sum(), (w * y).sum()
+      vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
+      cov = (w * (x - mx) * (y - my)).sum()
+      values.append((2 * mx * my + c1) * (2 * cov + c2)
+                    / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+  assert evaluate.ssim(a, b) == pytest.approx(np.mean(values), abs=1e-12)
+
+
 def test_y_channel_matches_matlab_for_primaries():
   # MATLAB rgb2ycbcr(uint8): black 16, white 235, pure red round(16 + 65.481) = 81.
   pixels = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
