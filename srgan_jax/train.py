@@ -294,11 +294,14 @@ def unreadable_checkpoint(directory: str, step: int, error: Exception) -> Unread
     error = error.__cause__
   others = sorted(s for s in ocp.utils.checkpoint_steps(directory) if s != step)
   folder = os.path.join(directory, str(step))
+  # The cause is shown first: an error that is not about the files (e.g. out of device
+  # memory) should not be mistaken for damage.
   if others:
-    remedy = (f'move {folder} out of {directory} (nothing is deleted) to use step '
-              f'{others[-1]}, the latest of the others there ({others})')
+    remedy = (f'if its files are damaged, move {folder} out of {directory} (nothing is '
+              f'deleted) to use step {others[-1]}, the latest of the others there ({others})')
   else:
-    remedy = f'it is the only step there; move {folder} out of {directory} to start afresh'
+    remedy = (f'it is the only step there; if its files are damaged, move {folder} out of '
+              f'{directory} to start afresh')
   return UnreadableCheckpointError(
       f'checkpoint step {step} in {directory} cannot be read ({type(error).__name__}: '
       f'{str(error).splitlines()[0][:300]}): {remedy}')

@@ -220,7 +220,8 @@ def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, 
         os.truncate(path, 10)
         damaged[path] = 10
   assert damaged
-  message = (r'checkpoint step 6 in .*checkpoints cannot be read \(.*6/default.*\): move '
+  message = (r'checkpoint step 6 in .*checkpoints cannot be read \(.*6/default.*\): if its '
+             r'files are damaged, move '
              r'.*checkpoints/6 out of .*checkpoints \(nothing is deleted\) to use step 3')
   tiny_config.train.num_steps = 9
   with pytest.raises(train.UnreadableCheckpointError, match=message):
