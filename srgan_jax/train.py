@@ -292,6 +292,7 @@ def unreadable_checkpoint(directory: str, step: int, error: Exception) -> Unread
   """The error for a step that fails to restore, saying how to go on without losing it."""
   while error.__cause__ is not None:  # The innermost error names the file that failed.
     error = error.__cause__
+  cause = (str(error).splitlines() or [''])[0][:300]  # Some errors carry no message.
   others = sorted(s for s in ocp.utils.checkpoint_steps(directory) if s != step)
   folder = os.path.join(directory, str(step))
   # The cause is shown first: an error that is not about the files (e.g. out of device
@@ -304,7 +305,7 @@ def unreadable_checkpoint(directory: str, step: int, error: Exception) -> Unread
               f'{directory} to start afresh')
   return UnreadableCheckpointError(
       f'checkpoint step {step} in {directory} cannot be read ({type(error).__name__}: '
-      f'{str(error).splitlines()[0][:300]}): {remedy}')
+      f'{cause}): {remedy}')
 
 
 def restore_raw(path: str, step: Optional[int] = None,

@@ -173,7 +173,8 @@ def output_paths(inputs: list[str], output_dir: str, scale: int) -> list[tuple[s
   upscaled once. Raises ValueError naming the inputs if two different files
   would write one output (a.png and a.jpg).
   """
-  pairs, sources = [], {}  # sources: output -> {input's absolute path: input as given}
+  pairs, clashes = [], []
+  writer = {}  # absolute output path -> (absolute input path, input as given)
   output_root = os.path.join(os.path.abspath(output_dir), '')
   for path in inputs:
     if os.path.isdir(path):
@@ -184,14 +185,15 @@ def output_paths(inputs: list[str], output_dir: str, scale: int) -> list[tuple[s
       files = [(path, os.path.basename(path))]
     for file, relative in files:
       output = os.path.join(output_dir, f'{os.path.splitext(relative)[0]}_x{scale}.png')
-      same_output = sources.setdefault(os.path.abspath(output), {})
-      if os.path.abspath(file) not in same_output:
-        same_output[os.path.abspath(file)] = file
+      key, source = os.path.abspath(output), os.path.abspath(file)
+      if key not in writer:
+        writer[key] = (source, file)
         pairs.append((file, output))
-  clashes = [list(files.values()) for files in sources.values() if len(files) > 1]
+      elif writer[key][0] != source:  # Another file for this output (the same one is skipped).
+        clashes.append(f'{writer[key][1]} and {file}')
   if clashes:
-    raise ValueError('these inputs would write the same output file: ' + '; '.join(
-        ' and '.join(files) for files in clashes) + '. Upscale them into separate --output folders')
+    raise ValueError(f'these inputs would write the same output file: {"; ".join(clashes)}. '
+                     f'Upscale them into separate --output folders')
   return pairs
 
 

@@ -229,6 +229,8 @@ def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, 
   with pytest.raises(train.UnreadableCheckpointError, match=message):
     train.restore_raw(str(tmp_path))
   assert {p: os.path.getsize(p) for p in damaged} == damaged  # Left as it was found.
+  bare = train.unreadable_checkpoint(str(tmp_path / 'checkpoints'), 6, KeyError())
+  assert 'cannot be read (KeyError: ): if its files are damaged' in str(bare)
   # The remedy the message gives works: the run goes on from step 3.
   os.rename(tmp_path / 'checkpoints' / '6', tmp_path / 'step6_damaged')
   assert int(train.train_and_evaluate(tiny_config, str(tmp_path)).step) == 9
