@@ -11,8 +11,8 @@ output conv includes the pixel shuffle before it. `step ms` is what the layer co
 SRGAN step: G's layers run forward with both gradients once; D's twice (real, fake) and
 once more with the input gradient (G's adversarial term); VGG's forward on HR and
 forward + input gradient on SR. The regrouped forms of G's output conv (`subpixel2`,
-`subpixel4`) and D's strided convs (`space_to_depth`) are timed beside the direct ones,
-and the step's conv time is summed for each choice. BN, activations, losses and the
+`subpixel4`) are timed beside the direct one, and the step's conv time is summed for each
+choice. BN, activations, losses and the
 optimiser are not included.
 """
 
@@ -49,8 +49,7 @@ def layer_table(crop: int):
   side, channels = crop, 3
   for i, features in enumerate(d_features):
     stride = 2 if i % 2 else 1
-    forms = ('direct', 'space_to_depth') if stride == 2 else ('direct',)
-    table += [('D', f'conv{i}', 1, side, channels, features, 3, stride, form) for form in forms]
+    table.append(('D', f'conv{i}', 1, side, channels, features, 3, stride, 'direct'))
     side, channels = side // stride, features
   vgg_blocks = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
   side, channels = crop, 3
@@ -67,9 +66,7 @@ def conv_fn(name, in_channels, out_channels, kernel, stride, form, dtype):
   if name == 'conv_out':  # With the last pixel shuffle, which belongs to it in every form.
     module = layers.PixelShuffleConv(out_channels, kernel, grid=OUTPUT_CONVS[form], dtype=dtype)
     return module, 2, 4 * in_channels
-  strided = layers.space_to_depth_conv if form == 'space_to_depth' else None
-  module = nn.Conv(out_channels, (kernel, kernel), strides=stride, dtype=dtype,
-                   conv_general_dilated=strided)
+  module = nn.Conv(out_channels, (kernel, kernel), strides=stride, dtype=dtype)
   return module, 1, in_channels
 
 
@@ -155,8 +152,7 @@ def main():
     print(f'{network} convs, direct forms: {ms:.3f} ms per step')
   direct = conv_ms_per_step(step_ms, {})
   for label, forms in (('direct', {}), ('G subpixel2', {'G': 'subpixel2'}),
-                       ('G subpixel4', {'G': 'subpixel4'}),
-                       ('D space_to_depth', {'D': 'space_to_depth'})):
+                       ('G subpixel4', {'G': 'subpixel4'})):
     ms = conv_ms_per_step(step_ms, forms)
     print(f'{"the timed" if only else "all"} convs of one SRGAN step, {label}: {ms:.3f} ms '
           f'(x{direct / ms:.2f} of direct)')

@@ -7,9 +7,8 @@ Times the jitted step on one device with a fixed uint8 HR batch already on the d
 (the input pipeline is benchmarked separately), after warm-up, blocking on the results.
 MFU = analytic FLOPs (../shared/DESIGN.md) / time / peak. With --torch, the PyTorch model
 of the same architecture and step (benchmarks/torch_reference.py) is timed in the same
-run, and the JAX/PyTorch ratio printed. --output_convs and --strided_convs time each form of
-G's output conv and D's strided convs (`srgan_jax/models/layers.py`); the PyTorch step is
-the direct form.
+run, and the JAX/PyTorch ratio printed. --output_convs times each form of G's output conv
+(`srgan_jax/models/layers.py`); the PyTorch step is the direct form.
 """
 
 import argparse
@@ -30,11 +29,9 @@ from srgan_jax import train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'direct',
-                strided_conv: str = 'direct'):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'direct'):
   config = default.get_config()
   config.generator.output_conv = output_conv
-  config.discriminator.strided_conv = strided_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.train.batch_size = batch
@@ -78,9 +75,6 @@ def main():
   parser.add_argument('--output_convs', default='direct',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
-  parser.add_argument('--strided_convs', default='direct',
-                      help="comma list of config.discriminator.strided_conv (SRGAN only): "
-                           "direct, space_to_depth")
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
@@ -91,20 +85,15 @@ def main():
   args = common.parse_args(parser)
   crop_flop_scale = (args.crop / 96) ** 2
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
-  strided_convs = args.strided_convs.split(',')
-  for model, batch, dtype, output_conv, strided_conv in itertools.product(
+  for model, batch, dtype, output_conv in itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
-      args.output_convs.split(','), strided_convs):
-    if model == 'srresnet':  # No discriminator: one run per output conv form.
-      if strided_conv != strided_convs[0]:
-        continue
-      strided_conv = 'direct'
+      args.output_convs.split(',')):
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
-    config = step_config(model, batch, dtype, args.crop, output_conv, strided_conv)
+    config = step_config(model, batch, dtype, args.crop, output_conv)
     seconds = time_jax_step(config, model, args.warmup, args.iters)
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
-           'output_conv': output_conv, 'strided_conv': strided_conv,
+           'output_conv': output_conv,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12}
     if args.peak_tflops:

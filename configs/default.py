@@ -28,9 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Channels of the 8 conv layers; stride 2 on every second one.
   config.discriminator.features = (64, 64, 128, 128, 256, 256, 512, 512)
   config.discriminator.dense_features = 1024  # Width of the hidden dense layer.
-  # How the stride-2 convs are computed (same params and results, speed only):
-  # 'direct', or 'space_to_depth' (stride 1, 2x2 taps on 2x2-blocked input).
-  config.discriminator.strided_conv = 'direct'
 
   config.loss = ml_collections.ConfigDict()
   # Content loss: 'pixel' (MSE on [-1, 1]), 'vgg22' or 'vgg54' (VGG19 feature MSE).

@@ -66,7 +66,6 @@ def build_models(config):
   generator = generator_from_config(config.generator, dtype)
   discriminator = (Discriminator(features=tuple(config.discriminator.features),
                                  dense_features=config.discriminator.dense_features,
-                                 strided_conv=config.discriminator.strided_conv,
                                  dtype=dtype) if uses_discriminator(config) else None)
   vgg_features = None
   if config.loss.content != 'pixel':

@@ -1,5 +1,5 @@
-"""The regrouped convolutions and the reshape max pool compute what the plain ops compute,
-values and gradients."""
+"""The regrouped output convolution and the reshape max pool compute what the plain ops
+compute, values and gradients."""
 
 import chex
 import flax.linen as nn
@@ -8,12 +8,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from jax import lax
 
 from srgan_jax import train
-from srgan_jax.models import Discriminator, Generator
-from srgan_jax.models.layers import (NHWC_HWIO, PixelShuffleConv, coarsen_phases, max_pool,
-                                     pixel_shuffle, space_to_depth, space_to_depth_conv)
+from srgan_jax.models import Generator
+from srgan_jax.models.layers import PixelShuffleConv, coarsen_phases, max_pool, pixel_shuffle
 
 
 def _values_and_grads(fn, params, x):
@@ -22,6 +20,13 @@ def _values_and_grads(fn, params, x):
   weights = jax.random.normal(jax.random.PRNGKey(7), out.shape)
   grads = jax.grad(lambda p, x: jnp.sum(fn(p, x) * weights), argnums=(0, 1))(params, x)
   return out, grads
+
+
+def space_to_depth(x, factor):
+  """The inverse of pixel_shuffle, written independently: [N, H, W, C] -> [N, H/f, W/f, f*f*C]."""
+  n, h, w, c = x.shape
+  blocks = [x[:, i::factor, j::factor] for i in range(factor) for j in range(factor)]
+  return jnp.stack(blocks, axis=3).reshape(n, h // factor, w // factor, factor * factor * c)
 
 
 def test_space_to_depth_inverts_pixel_shuffle():
@@ -55,33 +60,6 @@ def test_pixel_shuffle_conv_equals_conv_after_pixel_shuffle(kernel_size, grid, p
   assert got.shape == (shape[0], shape[1] * phases, shape[2] * phases, 3)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
   chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=1e-3)
-
-
-@pytest.mark.parametrize('size,kernel_size,stride,padding', [
-    ((96, 96), 3, 2, 'SAME'), ((7, 10), 3, 2, 'SAME'), ((9, 8), 5, 2, 'VALID'),
-    ((10, 11), 3, 3, 'SAME'), ((8, 8), 3, 2, ((1, 0), (2, 1)))])
-def test_space_to_depth_conv_equals_strided_conv(size, kernel_size, stride, padding):
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 5))
-  kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 5, 6))
-
-  def conv(fn):
-    return lambda k, x: fn(x, k, (stride, stride), padding, dimension_numbers=NHWC_HWIO)
-
-  got, got_grads = _values_and_grads(conv(space_to_depth_conv), kernel, x)
-  want, want_grads = _values_and_grads(conv(lax.conv_general_dilated), kernel, x)
-  assert got.shape == want.shape
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
-  for g, w in zip(got_grads, want_grads):
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3)
-
-
-def test_space_to_depth_conv_refuses_what_it_does_not_handle():
-  x, kernel = jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 2, 2))
-  with pytest.raises(NotImplementedError, match='equal strides'):
-    space_to_depth_conv(x, kernel, (2, 1), 'SAME', dimension_numbers=NHWC_HWIO)
-  with pytest.raises(NotImplementedError, match='dilation'):
-    space_to_depth_conv(x, kernel, (2, 2), 'SAME', rhs_dilation=(2, 2),
-                        dimension_numbers=NHWC_HWIO)
 
 
 @pytest.mark.parametrize('factor,shape,dtype', [
@@ -119,21 +97,6 @@ def test_generator_forms_share_params_and_results(output_conv):
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_discriminator_forms_share_params_and_results():
-  hr = jax.random.uniform(jax.random.PRNGKey(0), (2, 24, 24, 3), minval=-1)
-  kwargs = dict(features=(8, 8, 16, 16), dense_features=16)
-  direct = Discriminator(**kwargs)
-  blocked = Discriminator(**kwargs, strided_conv='space_to_depth')
-  variables = direct.init(jax.random.PRNGKey(1), hr)
-  chex.assert_trees_all_equal(variables, blocked.init(jax.random.PRNGKey(1), hr))
-  want, want_grads = _values_and_grads(
-      lambda v, x: direct.apply(v, x, train=True, mutable=['batch_stats'])[0], variables, hr)
-  got, got_grads = _values_and_grads(
-      lambda v, x: blocked.apply(v, x, train=True, mutable=['batch_stats'])[0], variables, hr)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-4, atol=1e-4)
-
-
 def test_unknown_forms_are_named():
   with pytest.raises(ValueError, match="output_conv must be one of.*'subpixel'"):
     Generator(num_blocks=1, features=8, output_conv='subpixel').init(
@@ -141,8 +104,6 @@ def test_unknown_forms_are_named():
   with pytest.raises(ValueError, match="'subpixel4' needs scale >= 4, got 2"):
     Generator(num_blocks=1, features=8, scale=2, output_conv='subpixel4').init(
         jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
-  with pytest.raises(ValueError, match="strided_conv must be one of.*'s2d'"):
-    Discriminator(strided_conv='s2d').init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
 
 
 def test_run_folders_saved_before_the_forms_existed_use_the_direct_form():

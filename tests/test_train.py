@@ -55,12 +55,11 @@ def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
 
 
 def test_regrouped_conv_forms_train_like_direct_ones(tiny_config):
-  """subpixel4 / space_to_depth change how convs run, not what a step computes."""
+  """subpixel4 changes how G's output conv runs, not what a step computes."""
   tiny_config.loss.content = 'vgg22'
   params = vgg.random_params(0)
   direct_state, direct_history = _run_steps(tiny_config, True, 3, params)
   tiny_config.generator.output_conv = 'subpixel4'
-  tiny_config.discriminator.strided_conv = 'space_to_depth'
   state, history = _run_steps(tiny_config, True, 3, params)
   for got, want in zip(history, direct_history):
     for name in ('g_loss', 'd_loss', 'content_loss', 'adversarial_loss'):
@@ -260,7 +259,6 @@ def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
     ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
     ('generator.output_conv', 'subpix', "output_conv must be one of .*'subpix'"),
-    ('discriminator.strided_conv', 's2d', "strided_conv must be one of .*'s2d'"),
 ])
 def test_settings_that_cannot_work_are_named_before_compiling(tiny_config, field, value,
                                                               message):

@@ -9,34 +9,21 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
-
-from srgan_jax.models.layers import space_to_depth_conv
 
 LEAKY_SLOPE = 0.2
 BN_MOMENTUM = 0.9
-# How the stride-2 convs are computed, with the same params and results.
-STRIDED_CONVS = {'direct': lax.conv_general_dilated, 'space_to_depth': space_to_depth_conv}
 
 
 class Discriminator(nn.Module):
   """Attributes:
     features: channels of the 8 conv layers.
     dense_features: width of the hidden dense layer.
-    strided_conv: 'direct' or 'space_to_depth' (`layers.space_to_depth_conv`).
     dtype: compute dtype (params stay float32).
   """
 
   features: Sequence[int] = (64, 64, 128, 128, 256, 256, 512, 512)
   dense_features: int = 1024
-  strided_conv: str = 'direct'
   dtype: Any = jnp.float32
-
-  def __post_init__(self):
-    if self.strided_conv not in STRIDED_CONVS:  # Checked when built, as in the generator.
-      raise ValueError(f'discriminator.strided_conv must be one of {tuple(STRIDED_CONVS)}, '
-                       f'got {self.strided_conv!r}')
-    super().__post_init__()
 
   @nn.compact
   def __call__(self, hr, train: bool = False):
@@ -46,9 +33,7 @@ class Discriminator(nn.Module):
     """
     x = hr.astype(self.dtype)
     for i, features in enumerate(self.features):
-      strided = i % 2 == 1
-      x = nn.Conv(features, (3, 3), strides=2 if strided else 1, dtype=self.dtype,
-                  conv_general_dilated=STRIDED_CONVS[self.strided_conv] if strided else None,
+      x = nn.Conv(features, (3, 3), strides=2 if i % 2 else 1, dtype=self.dtype,
                   name=f'conv{i}')(x)
       if i > 0:
         x = nn.BatchNorm(

@@ -1,20 +1,16 @@
 """Pixel shuffles, and layers computed in another form with the same parameters and results.
 
-On a GPU the narrowest convolutions of SRGAN run far below the device's rate
-(`../shared/DESIGN.md`): G's 9x9 output conv (64 -> 3 channels on the HR grid) and D's
-stride-2 convs. Each form here computes exactly what the plain `nn.Conv` computes, from a
-kernel of the same name, shape and initialiser, regrouped so that the convolution runs
-stride 1 with more channels:
-
-- `PixelShuffleConv`: a stride-1 conv applied to `pixel_shuffle(x, 2)`, computed on x's
-  own grid as a conv with 4 times the output channels (9x9, 64 -> 3 becomes 5x5,
-  256 -> 12), or on a grid twice coarser with 16 times (3x3, 1024 -> 48), then shuffled.
-- `space_to_depth_conv`: a stride-s conv as a stride-1 conv on `space_to_depth(x, s)`
-  (3x3, C -> C' at stride 2 becomes 2x2, 4C -> C'), passed to `nn.Conv` as its
-  `conv_general_dilated`. It multiplies by (2/3)**2 * 4 = 16/9 the FLOPs (zero taps).
+On a GPU the narrowest convolution of SRGAN runs far below the device's rate
+(`../shared/DESIGN.md`): G's 9x9 output conv, 64 -> 3 channels on the HR grid.
+`PixelShuffleConv` computes exactly what the plain conv applied to `pixel_shuffle(x, 2)`
+computes, from a kernel of the same name, shape and initialiser, regrouped so that the
+convolution runs on x's own grid with 4 times the output channels (9x9, 64 -> 3 becomes
+5x5, 256 -> 12), or on a grid twice coarser with 16 times (3x3, 1024 -> 48), then shuffled.
 
 Since parameters are shared, a checkpoint trained with one form runs with the other;
-which is faster is a property of the device and compiler (`benchmarks/layers.py`).
+which is faster is a property of the device and compiler (`benchmarks/layers.py`,
+benchmarks/RESULTS.md). D's stride-2 convs computed as stride-1 convs on 2x2-blocked
+input were tried too and were slower on both the CPU and an H200; that form was removed.
 
 `max_pool` is VGG's 2x2 pooling by reshape and max instead of `reduce_window`, whose
 gradient XLA computes with select-and-scatter (on the CPU: index tensors and a scatter,
@@ -51,18 +47,10 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   return x.reshape(n, h * factor, w * factor, c_out)
 
 
-def space_to_depth(x: jnp.ndarray, factor: int) -> jnp.ndarray:
-  """The inverse of `pixel_shuffle`: [N, H, W, C] -> [N, H/f, W/f, f*f*C] (H, W multiples of f)."""
-  n, h, w, c = x.shape
-  x = x.reshape(n, h // factor, factor, w // factor, factor, c)
-  x = x.transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h // factor, w // factor, factor * factor * c)
-
-
 def coarsen_phases(x: jnp.ndarray, factor: int, phases: int) -> jnp.ndarray:
   """Regroups a phase grid onto a grid `factor` times coarser, in one transpose.
 
-  Equals `space_to_depth(pixel_shuffle(x, phases), factor * phases)`, without the
+  Equals space-to-depth by `factor * phases` of `pixel_shuffle(x, phases)`, without the
   fine grid in between.
 
   Args:
@@ -175,49 +163,6 @@ class PixelShuffleConv(nn.Module):
                                  dimension_numbers=NHWC_HWIO)
     y = y + jnp.tile(bias, grid**2).astype(self.dtype)
     return y if grid == 1 else pixel_shuffle(y, grid)
-
-
-def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                        rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                        precision=None):
-  """`lax.conv_general_dilated` for a strided NHWC conv, as a stride-1 conv on space_to_depth.
-
-  Output row i reads padded rows s*i + u (u < k) = s*(i + p) + a, a < s: tap p of the
-  regrouped kernel at phase a is tap s*p + a of the original (zero past k). Same
-  signature as `lax.conv_general_dilated`, for `nn.Conv(conv_general_dilated=...)`; only
-  the case nn.Conv passes (NHWC/HWIO, equal strides, no dilation, one group) is handled.
-
-  Args:
-    lhs: [N, H, W, C].
-    rhs: [k, k, C, O].
-    window_strides: (s, s).
-    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)).
-
-  Returns:
-    [N, H', W', O]: what lax.conv_general_dilated returns for the same arguments.
-  """
-  stride = window_strides[0]
-  expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_HWIO)
-  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or NHWC_HWIO)
-  if (dims != expected or len(set(window_strides)) != 1 or feature_group_count != 1
-      or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))):
-    raise NotImplementedError('space_to_depth_conv handles NHWC/HWIO convs with equal '
-                              'strides, no dilation and one feature group')
-  k = rhs.shape[0]
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  m = -(-k // stride)  # Taps of the regrouped kernel.
-  pads = []
-  for size, (before, after) in zip(lhs.shape[1:3], padding):
-    out = (size + before + after - k) // stride + 1
-    # Rows s*(out + m - 1) from `before` zeros on: exactly the VALID stride-1 input.
-    pads.append((before, stride * (out + m - 1) - size - before))
-  x = lax.pad(lhs, jnp.zeros((), lhs.dtype),
-              [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
-  index = stride * np.arange(m)[:, None, None] + np.arange(stride)[None, :, None]
-  grouped = _regroup(rhs, index)
-  return lax.conv_general_dilated(space_to_depth(x, stride), grouped, (1, 1), 'VALID',
-                                  dimension_numbers=NHWC_HWIO, precision=precision)
 
 
 def max_pool(x: jnp.ndarray, factor: int) -> jnp.ndarray:
