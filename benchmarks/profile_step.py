@@ -1,7 +1,7 @@
 """Where one train step's device time goes, op by op, with the layer each op came from.
 
   python benchmarks/profile_step.py --model=srgan --batch=64 --dtype=bfloat16 \
-      [--output_conv=direct] [--strided_conv=direct] [--steps=5] [--top=40] [--trace_dir=DIR]
+      [--output_conv=direct] [--steps=5] [--top=40] [--trace_dir=DIR]
 
 Runs the compiled step a few times under `jax.profiler` (the trace, for Perfetto or
 TensorBoard, is kept in --trace_dir), then sums the device time of every op the step's
@@ -9,6 +9,10 @@ executable ran (trace events that carry an `hlo_op`), and prints the largest one
 step with their share, output shape and the source op they came from (the HLO's
 `op_name` metadata, which names the module path, e.g. `.../Generator/conv_out/...`).
 Totals by network (Generator, Discriminator, VGG19Features, other) close the report.
+The first line compares the ops' device time with the wall step: a small share means
+the device idles between kernels, and a faster kernel would not make the step faster.
+The second gives the host's cost of passing the step's arguments (the state's leaves) to
+a compiled call, which is part of that idle time.
 """
 
 import argparse
@@ -83,6 +87,42 @@ def op_times(events: list, key) -> dict:
   return dict(totals)
 
 
+def step_line(wall_s: float, totals, steps: int) -> str:
+  """The summary: wall step, device time of its kernels, their share of the wall, and
+  their number.
+
+  A share well below 100% means the device waits between kernels: the step is bound by
+  launching them, not by their arithmetic, and the idle time per kernel is that cost.
+  """
+  busy_ms = sum(micros for micros, _ in totals) / 1e3 / steps
+  kernels = sum(count for _, count in totals) / steps
+  wall_ms = 1e3 * wall_s
+  idle = (f'{1e3 * (wall_ms - busy_ms) / kernels:.1f} us idle per kernel' if wall_ms > busy_ms
+          else 'no idle time (ops overlap, as on the CPU\'s threads)')
+  return (f'step: {wall_ms:.3f} ms wall (timed without the profiler); device time of its '
+          f'ops: {busy_ms:.3f} ms per step, {busy_ms / wall_ms:.0%} of the wall step; '
+          f'{kernels:.0f} kernels per step, {idle}')
+
+
+def dispatch_line(run: StepRunner, iters: int = 100) -> str:
+  """Host time of a call that takes the step's arguments and computes almost nothing.
+
+  This is what passing the state's leaves costs per step, before any kernel of the step
+  is launched.
+  """
+  passthrough = jax.jit(lambda state, hr, vgg_params: state.replace(step=state.step + 1),
+                        donate_argnums=(0,))
+
+  def call():
+    run.state = passthrough(run.state, run.hr, run.vgg_params)
+    return run.state.step
+
+  seconds = common.time_calls(call, 3, iters)
+  leaves = len(jax.tree.leaves((run.state, run.hr, run.vgg_params)))
+  return (f'host: {1e3 * seconds:.3f} ms per call to pass the step\'s {leaves} argument '
+          f'arrays through a jitted no-op')
+
+
 def network_of(op_name: str) -> str:
   for network in NETWORKS:
     if network in op_name:
@@ -98,14 +138,12 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--crop', type=int, default=96)
   parser.add_argument('--output_conv', default='direct', help='direct, subpixel2 or subpixel4')
-  parser.add_argument('--strided_conv', default='direct', help='direct or space_to_depth')
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--top', type=int, default=40, help='ops listed')
   parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
   args = common.parse_args(parser)
 
-  config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
-                       args.strided_conv)
+  config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv)
   run = StepRunner(config, args.model)
   ops = hlo_ops(run.compiled.as_text())
   wall = common.time_calls(run, 2, args.steps)
@@ -126,15 +164,20 @@ def main():
     if not by_name:  # E.g. jax 0.6's CPU profiler, which records no op at all.
       sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
                f'{jax.default_backend()}); trace: {trace_dir}')
+    # Kernels launched from a CUDA graph (XLA's command buffers) carry no op name.
+    print(step_line(wall, by_name.values(), args.steps) + ' (device events)')
+    print(dispatch_line(run))
+    print(f'trace: {trace_dir}')
     print('no traced event names an op of the step; device events by name instead:')
     for name, (micros, count) in sorted(by_name.items(), key=lambda i: -i[1][0])[:args.top]:
       ms = micros / 1e3 / args.steps
       print(f'{ms:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
     return
   busy_ms = sum(t for t, _ in ours.values()) / 1e3 / args.steps
-  print(f'step: {1e3 * wall:.3f} ms wall (timed without the profiler); ops of the step: '
-        f'{busy_ms:.3f} ms device time per step, {len(ours)} distinct ops '
-        f'({len(times) - len(ours)} other traced ops ignored); trace: {trace_dir}')
+  print(step_line(wall, ours.values(), args.steps) + f' ({len(ours)} distinct ops; '
+        f'{len(times) - len(ours)} other traced ops ignored)')
+  print(dispatch_line(run))
+  print(f'trace: {trace_dir}')
   print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
   by_network = collections.Counter()
   ranked = sorted(ours.items(), key=lambda item: -item[1][0])

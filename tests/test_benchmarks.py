@@ -23,12 +23,12 @@ def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   out = tmp_path / 'rows.jsonl'
   result = run_python(['benchmarks/train_step.py', '--models=srresnet,srgan', '--batch_sizes=2',
                        '--dtypes=float32', '--crop=32', '--output_convs=subpixel4',
-                       '--strided_convs=space_to_depth', '--warmup=1', '--iters=1',
+                       '--warmup=1', '--iters=1',
                        f'--json={out}'])
   assert result.returncode == 0, result.stderr[-3000:]
   rows = _rows(out)
-  assert [(r['model'], r['output_conv'], r['strided_conv']) for r in rows] == [
-      ('srresnet', 'subpixel4', 'direct'), ('srgan', 'subpixel4', 'space_to_depth')]
+  assert [(r['model'], r['output_conv']) for r in rows] == [
+      ('srresnet', 'subpixel4'), ('srgan', 'subpixel4')]
   for row in rows:
     assert row['ms_per_step'] > 0
     assert abs(row['images_per_s'] * row['ms_per_step'] / 1e3 - 2) < 1e-6
@@ -44,7 +44,7 @@ def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
   rows = _rows(out)
   assert [(r['network'], r['layer'], r['form']) for r in rows] == [
       (network, name, form) for network, name, *_, form in layers.layer_table(32)]
-  assert {r['form'] for r in rows} == {'direct', 'subpixel2', 'subpixel4', 'space_to_depth'}
+  assert {r['form'] for r in rows} == {'direct', 'subpixel2', 'subpixel4'}
   direct_sum = sum(r['step_ms'] for r in rows if r['form'] == 'direct')
   summary = [line for line in result.stdout.splitlines() if 'SRGAN step, direct:' in line]
   assert len(summary) == 1
@@ -70,9 +70,15 @@ def test_profile_names_the_layers_of_the_step():
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
   summary = next(line for line in lines if line.startswith('step: '))
-  busy = float(summary.split('ops of the step: ')[1].split(' ms')[0])
-  assert busy > 0
-  listed = lines[lines.index(summary) + 2:][:5]
+  busy = float(summary.split('device time of its ops: ')[1].split(' ms')[0])
+  wall = float(summary.split('step: ')[1].split(' ms')[0])
+  share = float(summary.split(' ms per step, ')[1].split('%')[0])
+  kernels = int(summary.split('of the wall step; ')[1].split(' kernels')[0])
+  assert busy > 0 and wall > 0 and kernels > 100  # The SRGAN step has hundreds of ops.
+  assert share == pytest.approx(100 * busy / wall, abs=0.6)  # Printed to whole percents.
+  host = lines[lines.index(summary) + 1]
+  assert host.startswith('host: ') and float(host.split()[1]) > 0
+  listed = lines[lines.index(summary) + 4:][:5]
   assert len(listed) == 5 and all('%' in line for line in listed)
   by_network = next(line for line in lines if line.startswith('by network: '))
   shares = {part.split()[0]: float(part.split()[1])
@@ -103,6 +109,8 @@ def test_gpu_check_passes_only_flags_its_scripts_define():
   assert len(commands) >= 6
   helps = {}
   for command in commands:
+    if command[0] == 'env':  # env NAME=VALUE ... python3 ...
+      command = [arg for arg in command[1:] if not re.match(r'[A-Z_]+=', arg)]
     assert command[0] == 'python3', command
     target = command[1]
     if target not in helps:
