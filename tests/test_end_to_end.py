@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,7 +110,7 @@ def test_clis_name_a_folder_without_a_run_or_step(module, trained_run, tmp_path)
   assert 'has no checkpoint for step 5; it has [3, 6]' in result.stderr
 
 
-def test_upscale_api(trained_run):
+def test_upscale_api(trained_run, monkeypatch):
   workdir, _ = trained_run
   upscaler = upscale.load_upscaler(str(workdir))
   image = np.random.default_rng(0).integers(0, 256, (13, 17, 3)).astype(np.uint8)
@@ -126,6 +127,12 @@ def test_upscale_api(trained_run):
   subpixel = upscale.load_upscaler(str(workdir), output_conv='subpixel4')
   assert subpixel.generator.output_conv == 'subpixel4'
   assert np.abs(subpixel(image).astype(int) - out).max() <= 1
+  # Unless told, the CPU keeps the run's form and a GPU takes the fastest measured there.
+  assert upscaler.generator.output_conv == 'direct'
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert upscale.load_upscaler(str(workdir)).generator.output_conv == 'subpixel4'
+  assert upscale.inference_output_conv('direct', scale=2) == 'subpixel2'
+  monkeypatch.undo()
   with pytest.raises(ValueError, match="output_conv must be one of.*'subpix'"):
     upscale.load_upscaler(str(workdir), output_conv='subpix')
   with pytest.raises(ValueError, match="dtype must be one of.*'float16'"):
