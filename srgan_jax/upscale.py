@@ -135,8 +135,9 @@ def inference_output_conv(trained: str, scale: int) -> str:
 
   On a GPU, the coarsest grid the scale allows: on an H200, a 512x512 image to 2048x2048
   in bf16 takes 4.28 ms with subpixel4, 5.31 ms with subpixel2 and 9.18 ms direct
-  (benchmarks/RESULTS.md). Elsewhere no form won clearly, so the run's own form is kept.
-  Forms share params, so any run can use any form (scale permitting).
+  (benchmarks/RESULTS.md; fp32 is not yet measured, and `benchmarks/gpu_check.sh` times
+  it). Elsewhere no form won clearly, so the run's own form is kept. Forms share
+  params, so any run can use any form (scale permitting).
   """
   if jax.default_backend() == 'gpu':
     return 'subpixel4' if scale >= 4 else 'subpixel2'
