@@ -12,8 +12,7 @@ SRGAN step: G's layers run forward with both gradients once; D's twice (real, fa
 once more with the input gradient (G's adversarial term); VGG's forward on HR and
 forward + input gradient on SR. The regrouped forms of G's output conv (`subpixel2`,
 `subpixel4`) are timed beside the direct one, and the step's conv time is summed for each
-choice. BN, activations, losses and the
-optimiser are not included.
+choice. BN, activations, losses and the optimiser are not included.
 """
 
 import argparse

@@ -157,27 +157,27 @@ def main():
   events = trace_events(trace_dir)
   times = op_times(events, lambda e: (e.get('args') or {}).get('hlo_op'))
   ours = {op: t for op, t in times.items() if op in ops}
-  if not ours:  # A profiler that does not tag ops: list what the device processes ran.
+  if ours:
+    totals = ours
+    what = f'{len(ours)} distinct ops; {len(times) - len(ours)} other traced ops ignored'
+  else:  # A profiler that does not tag ops: count what the device processes ran.
+    # Kernels launched from a CUDA graph (XLA's command buffers) carry no op name.
     devices = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
                and str(e['args'].get('name', '')).startswith('/device:')}
-    by_name = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
-    if not by_name:  # E.g. jax 0.6's CPU profiler, which records no op at all.
+    totals = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
+    if not totals:  # E.g. jax 0.6's CPU profiler, which records no op at all.
       sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
                f'{jax.default_backend()}); trace: {trace_dir}')
-    # Kernels launched from a CUDA graph (XLA's command buffers) carry no op name.
-    print(step_line(wall, by_name.values(), args.steps) + ' (device events)')
-    print(dispatch_line(run))
-    print(f'trace: {trace_dir}')
-    print('no traced event names an op of the step; device events by name instead:')
-    for name, (micros, count) in sorted(by_name.items(), key=lambda i: -i[1][0])[:args.top]:
+    what = 'device events: no traced event names an op of the step'
+  print(f'{step_line(wall, totals.values(), args.steps)} ({what})')
+  print(dispatch_line(run))
+  print(f'trace: {trace_dir}')
+  if not ours:
+    for name, (micros, count) in sorted(totals.items(), key=lambda i: -i[1][0])[:args.top]:
       ms = micros / 1e3 / args.steps
       print(f'{ms:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
     return
   busy_ms = sum(t for t, _ in ours.values()) / 1e3 / args.steps
-  print(step_line(wall, ours.values(), args.steps) + f' ({len(ours)} distinct ops; '
-        f'{len(times) - len(ours)} other traced ops ignored)')
-  print(dispatch_line(run))
-  print(f'trace: {trace_dir}')
   print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
   by_network = collections.Counter()
   ranked = sorted(ours.items(), key=lambda item: -item[1][0])
