@@ -110,12 +110,11 @@ def dispatch_line(run: StepRunner, iters: int = 100) -> str:
   This is what passing the state's leaves costs per step, before any kernel of the step
   is launched.
   """
-  passthrough = jax.jit(lambda state, hr, vgg_params: state.replace(step=state.step + 1),
-                        donate_argnums=(0,))
+  passthrough = jax.jit(lambda state, hr, vgg_params: state, donate_argnums=(0,))
 
   def call():
     run.state = passthrough(run.state, run.hr, run.vgg_params)
-    return run.state.step
+    return run.state
 
   seconds = common.time_calls(call, 3, iters)
   leaves = len(jax.tree.leaves((run.state, run.hr, run.vgg_params)))
@@ -138,13 +137,15 @@ def main():
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--crop', type=int, default=96)
   parser.add_argument('--output_conv', default='direct', help='direct, subpixel2 or subpixel4')
+  parser.add_argument('--state_form', default='packed',
+                      help='packed (as training runs) or tree (benchmarks/train_step.py)')
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--top', type=int, default=40, help='ops listed')
   parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
   args = common.parse_args(parser)
 
   config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv)
-  run = StepRunner(config, args.model)
+  run = StepRunner(config, args.model, args.state_form)
   ops = hlo_ops(run.compiled.as_text())
   wall = common.time_calls(run, 2, args.steps)
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='srgan_jax_profile_')

@@ -8,7 +8,9 @@ Times the jitted step on one device with a fixed uint8 HR batch already on the d
 MFU = analytic FLOPs (../shared/DESIGN.md) / time / peak. With --torch, the PyTorch model
 of the same architecture and step (benchmarks/torch_reference.py) is timed in the same
 run, and the JAX/PyTorch ratio printed. --output_convs times each form of G's output conv
-(`srgan_jax/models/layers.py`); the PyTorch step is the direct form.
+(`srgan_jax/models/layers.py`); the PyTorch step is the direct form. --state_forms
+times the step with the state packed into one array per dtype, as training passes it,
+and as its pytree of hundreds of arrays (`StepRunner`).
 """
 
 import argparse
@@ -25,7 +27,7 @@ import numpy as np
 
 from benchmarks import common
 from configs import default
-from srgan_jax import train
+from srgan_jax import packing, train
 from srgan_jax.models import vgg
 
 
@@ -40,29 +42,44 @@ def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str 
   return config
 
 
+STATE_FORMS = ('packed', 'tree')
+
+
 class StepRunner:
   """One compiled train step on a fixed HR batch already on the device.
 
   Calling it runs a step (the state is donated and replaced) and returns the metrics;
   `compiled` is the executable (its `as_text()` is the optimised HLO).
+
+  state_form: how the state travels between steps. 'packed': one array per dtype, as
+  training passes it (`srgan_jax/packing.py`); 'tree': the TrainState pytree, hundreds
+  of arrays (the difference is the host's per-array cost of a call).
   """
 
-  def __init__(self, config, model: str):
+  def __init__(self, config, model: str, state_form: str = 'packed'):
+    if state_form not in STATE_FORMS:
+      raise ValueError(f'state_form must be one of {STATE_FORMS}, got {state_form!r}')
     batch, crop = config.train.batch_size, config.data.hr_crop_size
     self.state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
     self.vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
     self.hr = jax.device_put(
         np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
-    step = jax.jit(train.make_train_step(config, model == 'srgan', 'keras'), donate_argnums=(0,))
-    self.compiled = step.lower(self.state, self.hr, self.vgg_params).compile()
+    step = train.make_train_step(config, model == 'srgan', 'keras')
+    if state_form == 'packed':
+      state_packing, vgg_packing = packing.Packing(self.state), packing.Packing(self.vgg_params)
+      step = packing.packed_step(step, state_packing, vgg_packing)
+      self.state = jax.jit(state_packing.pack)(self.state)
+      self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
+    self.compiled = jax.jit(step, donate_argnums=(0,)).lower(
+        self.state, self.hr, self.vgg_params).compile()
 
   def __call__(self):
     self.state, metrics = self.compiled(self.state, self.hr, self.vgg_params)
     return metrics
 
 
-def time_jax_step(config, model: str, warmup: int, iters: int) -> float:
-  return common.time_calls(StepRunner(config, model), warmup, iters)
+def time_jax_step(config, model: str, warmup: int, iters: int, state_form: str = 'packed') -> float:
+  return common.time_calls(StepRunner(config, model, state_form), warmup, iters)
 
 
 def main():
@@ -75,6 +92,9 @@ def main():
   parser.add_argument('--output_convs', default='direct',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
+  parser.add_argument('--state_forms', default='packed',
+                      help='comma list of how the state travels between steps: '
+                           + ', '.join(STATE_FORMS) + ' (see StepRunner)')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
@@ -85,15 +105,15 @@ def main():
   args = common.parse_args(parser)
   crop_flop_scale = (args.crop / 96) ** 2
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
-  for model, batch, dtype, output_conv in itertools.product(
+  for model, batch, dtype, output_conv, state_form in itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
-      args.output_convs.split(',')):
+      args.output_convs.split(','), args.state_forms.split(',')):
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
     config = step_config(model, batch, dtype, args.crop, output_conv)
-    seconds = time_jax_step(config, model, args.warmup, args.iters)
+    seconds = time_jax_step(config, model, args.warmup, args.iters, state_form)
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
-           'output_conv': output_conv,
+           'output_conv': output_conv, 'state_form': state_form,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12}
     if args.peak_tflops:

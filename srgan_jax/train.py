@@ -3,6 +3,8 @@
 Follow it from `train_and_evaluate`: models and optimisers from the config
 (`build_models`, `build_optimizers`), the state (`init_state`, built abstractly first
 so that Orbax restores into its shape), the step (`make_train_step`), then the loop.
+The loop passes the state to the step packed into one array per dtype (`packing`), and
+unpacks it to save, evaluate and preview; checkpoints hold the pytree.
 
 Parallelism: one `Mesh` over every device of every process, axis 'data'. The HR batch is
 sharded along its first axis, the state is replicated; XLA inserts the gradient
@@ -29,7 +31,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from srgan_jax import degradation, input_pipeline, losses, metrics_writer
+from srgan_jax import degradation, input_pipeline, losses, metrics_writer, packing
 from srgan_jax.models import Discriminator, Generator, VGG19Features, vgg
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -532,10 +534,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   logging.info('devices: %d (%d processes), global batch %d', jax.device_count(),
                jax.process_count(), config.train.batch_size)
 
+  # Between steps the state travels packed, one array per dtype (`packing`): hundreds of
+  # arrays per call cost the host more than the SRResNet step's kernels on a GPU.
+  state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
+  unpack_state = jax.jit(state_packing.unpack, out_shardings=state_sharding)
+  packed_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
+  del state  # Its arrays are freed; the loop unpacks a fresh one when it needs one.
+  packed_vgg_params = jax.jit(vgg_packing.pack, out_shardings=replicated)(vgg_params)
   jit_step = lambda adversarial: jax.jit(
-      make_train_step(config, adversarial, vgg_source),
-      in_shardings=(state_sharding, batch_sharding, replicated),
-      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+      packing.packed_step(make_train_step(config, adversarial, vgg_source), state_packing,
+                          vgg_packing),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
   content_step = jit_step(False)
   gan_step = jit_step(True) if uses_discriminator(config) else None
   adversarial_from = config.loss.adversarial_start_step
@@ -557,7 +567,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f'(step {manager.latest_step()}) in {manager.directory} is untouched.')
     return fetched
 
-  def save(step):
+  def save(step, state):
     check_finite()
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
@@ -565,7 +575,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with _StopRequest() as stop:
       for step, hr in batches.iterate(start_step, num_steps):
         use_gan = gan_step is not None and step >= adversarial_from
-        state, metrics = (gan_step if use_gan else content_step)(state, hr, vgg_params)
+        packed_state, metrics = (gan_step if use_gan else content_step)(
+            packed_state, hr, packed_vgg_params)
         history.append((step + 1, metrics))
         done = step + 1
         is_last = done == num_steps
@@ -576,12 +587,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           averaged.update(timer.rates(done))
           writer.write_scalars(done, averaged)
           logging.info('%s', timer.progress_line(done, averaged))
-        if train_config.image_every_steps and (done % train_config.image_every_steps == 0 or is_last):
+        preview = train_config.image_every_steps and (
+            done % train_config.image_every_steps == 0 or is_last)
+        checkpoint = done % train_config.checkpoint_every_steps == 0 or is_last
+        evaluation = evaluator and (
+            (config.eval.every_steps and done % config.eval.every_steps == 0) or is_last)
+        if preview or checkpoint or evaluation:
+          state = unpack_state(packed_state)  # New arrays: the next step cannot touch them.
+        if preview:
           writer.write_images(done, preview_images(config, state, hr))
-        if done % train_config.checkpoint_every_steps == 0 or is_last:
-          save(done)
-        if evaluator and ((config.eval.every_steps and done % config.eval.every_steps == 0)
-                          or is_last):
+        if checkpoint:
+          save(done, state)
+        if evaluation:
           results = evaluator.run(state, done)
           writer.write_scalars(done, results)
         stop_now = stop.requested
@@ -590,7 +607,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         elif jax.process_count() > 1:
           stop_now = False  # Hosts agree on stopping only at log steps.
         if stop_now and not is_last:
-          save(done)
+          save(done, unpack_state(packed_state))
           logging.warning('stopped at step %d on request; rerun the same command to resume', done)
           break
   finally:
@@ -601,7 +618,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.close()
     if evaluator:
       evaluator.close()
-  return state
+  return unpack_state(packed_state)
 
 
 def preview_images(config, state: TrainState, hr_uint8: jax.Array, count: int = 4) -> np.ndarray:
