@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan_jax import upscale
+from srgan_jax import train, upscale
 from tests.conftest import REPO, run_python
 
 
@@ -128,9 +128,11 @@ def test_upscale_api(trained_run, monkeypatch):
   assert subpixel.generator.output_conv == 'subpixel4'
   assert np.abs(subpixel(image).astype(int) - out).max() <= 1
   # Unless told, the CPU keeps the run's form and a GPU takes the fastest measured there.
-  assert upscaler.generator.output_conv == 'direct'
+  assert upscaler.generator.output_conv == train.load_config(str(workdir)).generator.output_conv
+  assert upscale.inference_output_conv('direct', scale=4) == 'direct'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert upscale.load_upscaler(str(workdir)).generator.output_conv == 'subpixel4'
+  assert upscale.inference_output_conv('direct', scale=4) == 'subpixel4'
   assert upscale.inference_output_conv('direct', scale=2) == 'subpixel2'
   monkeypatch.undo()
   with pytest.raises(ValueError, match="output_conv must be one of.*'subpix'"):

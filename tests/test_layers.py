@@ -101,7 +101,8 @@ def test_unknown_forms_are_named():
   with pytest.raises(ValueError, match="output_conv must be one of.*'subpixel'"):
     Generator(num_blocks=1, features=8, output_conv='subpixel').init(
         jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
-  with pytest.raises(ValueError, match="'subpixel4' needs scale >= 4, got 2"):
+  with pytest.raises(ValueError, match=r"'subpixel4' needs scale >= 4, got 2; at this "
+                                       r"scale use one of \['direct', 'subpixel2'\]"):
     Generator(num_blocks=1, features=8, scale=2, output_conv='subpixel4').init(
         jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
 

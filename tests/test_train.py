@@ -58,6 +58,7 @@ def test_regrouped_conv_forms_train_like_direct_ones(tiny_config):
   """subpixel4 changes how G's output conv runs, not what a step computes."""
   tiny_config.loss.content = 'vgg22'
   params = vgg.random_params(0)
+  tiny_config.generator.output_conv = 'direct'
   direct_state, direct_history = _run_steps(tiny_config, True, 3, params)
   tiny_config.generator.output_conv = 'subpixel4'
   state, history = _run_steps(tiny_config, True, 3, params)

@@ -65,8 +65,10 @@ class Generator(nn.Module):
       raise ValueError(f'generator.output_conv must be one of {tuple(OUTPUT_CONVS)}, '
                        f'got {self.output_conv!r}')
     if OUTPUT_CONVS[self.output_conv] > self.scale:
+      fits = [name for name, grid in OUTPUT_CONVS.items() if grid <= self.scale]
       raise ValueError(f'generator.output_conv={self.output_conv!r} needs scale >= '
-                       f'{OUTPUT_CONVS[self.output_conv]}, got {self.scale}')
+                       f'{OUTPUT_CONVS[self.output_conv]}, got {self.scale}; at this scale '
+                       f'use one of {fits}')
     super().__post_init__()
 
   @nn.compact
