@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one run (under 8 minutes on one H100/H200: each part
-# has its own time limit, 460 s in all, so one that hangs cannot eat the others' time).
+# has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
+# PARTS="state_forms profile" runs only the parts named (default: all).
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
 # benchmarks/out; few files, since a device session returns only a few); copy them to
 # benchmarks/RESULTS.md.
@@ -23,35 +24,36 @@ PEAK=${PEAK_TFLOPS:-989}  # H100/H200 SXM dense bf16 spec; the H200 measures ~79
   python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, jax.devices())"
 } 2>&1 | tee -a "$OUT/gpu_check.txt"
 
+PARTS=${PARTS:-all}
 run() {  # run NAME TIMEOUT_S COMMAND...
   local name=$1 limit=$2; shift 2
+  [[ $PARTS == all || " $PARTS " == *" $name "* ]] || return 0
   echo "== $name ($(date -u +%T), limit ${limit} s): $*" | tee -a "$OUT/gpu_check.txt"
   timeout "$limit" "$@" 2>&1 | grep -v -E "^(I|W)[0-9]{4} |Unable to initialize backend" \
       | tee -a "$OUT/gpu_check.txt"
 }
 
 # Compiling dominates the run (an SRGAN step: about 40 s with autotuning on an H200, jax
-# 0.11.2); the persistent cache lets the profile reuse train_step's compiled SRGAN step.
+# 0.11.2); the persistent cache lets the profile reuse a compile of train_step.
 export JAX_COMPILATION_CACHE_DIR=/tmp/srgan_jax_xla_cache
-run train_step 175 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
-    --dtypes=bfloat16,float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
-# The step's device time op by op, with the layer each op belongs to, and the share of the
-# wall step the device is busy (on an H200 the steps are bound by launching kernels).
-run profile 45 python3 benchmarks/profile_step.py --model=srgan --batch=64 --dtype=bfloat16 \
-    --steps=10 --top=40
+# The headline: both steps, bf16, batch 64, each form of G's output conv, beside PyTorch.
+# The state travels packed, as training passes it (srgan_jax/packing.py).
+run train_step 190 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
+    --dtypes=bfloat16 --output_convs=direct,subpixel4 --peak_tflops="$PEAK" --torch --iters=50 \
+    --json="$OUT/train_step.jsonl"
+run fp32 90 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
+    --dtypes=float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
+# The same SRResNet step with its state as a pytree of 706 arrays: the host's cost of them.
+run state_forms 45 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
+    --dtypes=bfloat16 --output_convs=subpixel4 --state_forms=tree --peak_tflops="$PEAK" \
+    --iters=50 --json="$OUT/train_step.jsonl"
+# Kernels per step, their device time and the idle time between them (the steps are still
+# bound by launching kernels: each costs the host several microseconds).
 run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
-    --steps=10 --top=15
-# The same with convolutions captured in CUDA graphs too (XLA's default leaves them out of
-# its command buffers): whether fewer launches fill the device's idle time.
-run command_buffers 40 env \
-    XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
-    python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 --steps=10 \
-    --top=5
-# Inference: subpixel4 (the upscaler's default on a GPU) first, then the direct output conv.
-run upscale 75 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16,float32 \
-    --output_convs=subpixel4,direct --torch --torch_compile
-run train_step 40 python3 benchmarks/train_step.py --models=srgan --batch_sizes=16 \
-    --dtypes=bfloat16 --peak_tflops="$PEAK" --iters=50 --json="$OUT/train_step.jsonl"
+    --output_conv=subpixel4 --steps=10 --top=15
+# Inference: the upscaler's default form on a GPU, beside PyTorch.
+run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
+    --output_convs=subpixel4 --torch
 run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
     --workers=1,16 --seconds=3 --degradation

@@ -31,7 +31,7 @@ from srgan_jax import packing, train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'direct'):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'subpixel4'):
   config = default.get_config()
   config.generator.output_conv = output_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
@@ -89,7 +89,7 @@ def main():
   parser.add_argument('--batch_sizes', default='16,64', help='comma list of global batch sizes')
   parser.add_argument('--dtypes', default='float32,bfloat16', help='comma list of compute dtypes')
   parser.add_argument('--crop', type=int, default=96, help='HR crop side (FLOPs assume 96)')
-  parser.add_argument('--output_convs', default='direct',
+  parser.add_argument('--output_convs', default='subpixel4',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
   parser.add_argument('--state_forms', default='packed',
