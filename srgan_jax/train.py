@@ -487,91 +487,91 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.warning('VGG19 has RANDOM weights (config.vgg.allow_random_weights): the '
                       'perceptual loss is meaningless; use this for mechanics tests only')
   manager = checkpoint_manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
-  latest = manager.latest_step()
-  if config.init_from and latest is None:
-    locate_checkpoint(config.init_from)  # A fresh run needs it: stop before loading data.
-  mesh = make_mesh()
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P('data'))
-  vgg_params = jax.device_put(vgg_params, replicated)
-
-  # Evaluation sets are small: a bad one stops the run before the training data is read.
-  evaluator = evaluate.TrainingEvaluator(config, workdir) if config.eval.sets else None
-  batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
-                                        batch_sharding)
-
-  init_fn = functools.partial(init_state, config)
-  rng = jax.random.PRNGKey(config.seed)
-  abstract_state = jax.eval_shape(init_fn, rng)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-  if latest is not None:
-    target = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
-        state_sharding)
-    try:
-      state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # Shapes were checked against config.json: the files are damaged.
-      manager.close()
-      raise unreadable_checkpoint(str(manager.directory), latest, e) from e
-    logging.info('resumed from %s at step %d', manager.directory, latest)
-  else:
-    state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
-    if config.init_from:
-      state = init_generator_from(state, config.init_from)
-    elif uses_discriminator(config) and not config.loss.adversarial_start_step:
-      logging.warning('config.init_from is empty: the SRGAN generator starts from scratch, '
-                      'not from an SRResNet-MSE run as in the paper')
-  start_step = int(state.step)
-  if start_step >= config.train.num_steps:
-    logging.warning('%s is already at step %d, config.train.num_steps is %d: nothing to train; '
-                    'raise num_steps to go on', workdir, start_step, config.train.num_steps)
-
-  logging.info('generator: %s parameters (%d blocks, %d channels, x%d)',
-               f'{count_params(state.g_params):,}', config.generator.num_blocks,
-               config.generator.features, config.generator.scale)
-  if uses_discriminator(config):
-    logging.info('discriminator: %s parameters', f'{count_params(state.d_params):,}')
-  logging.info('devices: %d (%d processes), global batch %d', jax.device_count(),
-               jax.process_count(), config.train.batch_size)
-
-  # Between steps the state travels packed, one array per dtype (`packing`): hundreds of
-  # arrays per call cost the host more than the SRResNet step's kernels on a GPU.
-  state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
-  unpack_state = jax.jit(state_packing.unpack, out_shardings=state_sharding)
-  packed_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
-  del state  # Its arrays are freed; the loop unpacks a fresh one when it needs one.
-  packed_vgg_params = jax.jit(vgg_packing.pack, out_shardings=replicated)(vgg_params)
-  jit_step = lambda adversarial: jax.jit(
-      packing.packed_step(make_train_step(config, adversarial, vgg_source), state_packing,
-                          vgg_packing),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
-  content_step = jit_step(False)
-  gan_step = jit_step(True) if uses_discriminator(config) else None
-  adversarial_from = config.loss.adversarial_start_step
-
-  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer, truncate_after=start_step)
-  num_steps = config.train.num_steps
-  train_config = config.train
-  history = []  # (step, device metrics) since the last check.
-  timer = metrics_writer.RateTimer(start_step, num_steps, config.train.batch_size)
-
-  def check_finite():
-    nonlocal history
-    fetched = [(s, jax.device_get(m)) for s, m in history]
-    history = []
-    bad = _first_nonfinite(fetched)
-    if bad is not None:
-      raise NonFiniteLossError(
-          f'{bad[1]} is not finite at step {bad[0]}; stopping. The last good checkpoint '
-          f'(step {manager.latest_step()}) in {manager.directory} is untouched.')
-    return fetched
-
-  def save(step, state):
-    check_finite()
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
-
+  evaluator = writer = None
   try:
+    latest = manager.latest_step()
+    if config.init_from and latest is None:
+      locate_checkpoint(config.init_from)  # A fresh run needs it: stop before loading data.
+    mesh = make_mesh()
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P('data'))
+    vgg_params = jax.device_put(vgg_params, replicated)
+
+    # Evaluation sets are small: a bad one stops the run before the training data is read.
+    evaluator = evaluate.TrainingEvaluator(config, workdir) if config.eval.sets else None
+    batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
+                                          batch_sharding)
+
+    init_fn = functools.partial(init_state, config)
+    rng = jax.random.PRNGKey(config.seed)
+    abstract_state = jax.eval_shape(init_fn, rng)
+    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    if latest is not None:
+      target = jax.tree.map(
+          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+          state_sharding)
+      try:
+        state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+      except Exception as e:  # Shapes were checked against config.json: the files are damaged.
+        raise unreadable_checkpoint(str(manager.directory), latest, e) from e
+      logging.info('resumed from %s at step %d', manager.directory, latest)
+    else:
+      state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+      if config.init_from:
+        state = init_generator_from(state, config.init_from)
+      elif uses_discriminator(config) and not config.loss.adversarial_start_step:
+        logging.warning('config.init_from is empty: the SRGAN generator starts from scratch, '
+                        'not from an SRResNet-MSE run as in the paper')
+    start_step = int(state.step)
+    if start_step >= config.train.num_steps:
+      logging.warning('%s is already at step %d, config.train.num_steps is %d: nothing to train; '
+                      'raise num_steps to go on', workdir, start_step, config.train.num_steps)
+
+    logging.info('generator: %s parameters (%d blocks, %d channels, x%d)',
+                 f'{count_params(state.g_params):,}', config.generator.num_blocks,
+                 config.generator.features, config.generator.scale)
+    if uses_discriminator(config):
+      logging.info('discriminator: %s parameters', f'{count_params(state.d_params):,}')
+    logging.info('devices: %d (%d processes), global batch %d', jax.device_count(),
+                 jax.process_count(), config.train.batch_size)
+
+    # Between steps the state travels packed, one array per dtype (`packing`): hundreds of
+    # arrays per call cost the host more than the SRResNet step's kernels on a GPU.
+    state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
+    unpack_state = jax.jit(state_packing.unpack, out_shardings=state_sharding)
+    packed_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
+    del state  # Its arrays are freed; the loop unpacks a fresh one when it needs one.
+    packed_vgg_params = jax.jit(vgg_packing.pack, out_shardings=replicated)(vgg_params)
+    jit_step = lambda adversarial: jax.jit(
+        packing.packed_step(make_train_step(config, adversarial, vgg_source), state_packing,
+                            vgg_packing),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated), donate_argnums=(0,))
+    content_step = jit_step(False)
+    gan_step = jit_step(True) if uses_discriminator(config) else None
+    adversarial_from = config.loss.adversarial_start_step
+
+    writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer, truncate_after=start_step)
+    num_steps = config.train.num_steps
+    train_config = config.train
+    history = []  # (step, device metrics) since the last check.
+    timer = metrics_writer.RateTimer(start_step, num_steps, config.train.batch_size)
+
+    def check_finite():
+      nonlocal history
+      fetched = [(s, jax.device_get(m)) for s, m in history]
+      history = []
+      bad = _first_nonfinite(fetched)
+      if bad is not None:
+        raise NonFiniteLossError(
+            f'{bad[1]} is not finite at step {bad[0]}; stopping. The last good checkpoint '
+            f'(step {manager.latest_step()}) in {manager.directory} is untouched.')
+      return fetched
+
+    def save(step, state):
+      check_finite()
+      manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
     with _StopRequest() as stop:
       for step, hr in batches.iterate(start_step, num_steps):
         use_gan = gan_step is not None and step >= adversarial_from
@@ -611,11 +611,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           logging.warning('stopped at step %d on request; rerun the same command to resume', done)
           break
   finally:
-    # Also on errors (NaN, a bad batch): finish the saves already started, so the
-    # last good checkpoint is complete on disk.
+    # Also on errors (in set-up, NaN, a bad batch): finish the saves already started, so
+    # the last good checkpoint is complete on disk, and release every thread started.
     manager.wait_until_finished()
     manager.close()
-    writer.close()
+    if writer:
+      writer.close()
     if evaluator:
       evaluator.close()
   return unpack_state(packed_state)

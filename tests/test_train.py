@@ -320,6 +320,30 @@ def test_missing_eval_set_stops_the_run_before_the_data_is_read(tiny_config, tmp
     train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
 
 
+def test_set_up_errors_close_the_checkpoint_manager(tiny_config, tmp_path, monkeypatch):
+  """A run that stops before its first step leaves no checkpoint manager open: its
+  threads would outlive the error in a notebook that catches it."""
+  closed = []
+  make_manager = train.checkpoint_manager
+
+  def tracked_manager(directory, keep):
+    manager = make_manager(directory, keep)
+    close = manager.close
+    manager.close = lambda: (closed.append(directory), close())
+    return manager
+
+  monkeypatch.setattr(train, 'checkpoint_manager', tracked_manager)
+  tiny_config.init_from = str(tmp_path / 'no_such_run')
+  with pytest.raises(FileNotFoundError, match='no_such_run'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  assert closed == [str(tmp_path / 'run' / 'checkpoints')]
+  tiny_config.init_from = ''
+  tiny_config.eval.sets = (str(tmp_path / 'no_such_set'),)
+  with pytest.raises(FileNotFoundError, match='no_such_set'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'other_run'))
+  assert closed[1:] == [str(tmp_path / 'other_run' / 'checkpoints')]
+
+
 def test_init_from_a_folder_without_checkpoint_fails(tiny_config, tmp_path):
   state = train.init_state(tiny_config, jax.random.PRNGKey(0))
   (tmp_path / 'empty').mkdir()
