@@ -31,7 +31,7 @@ from srgan_jax import packing, train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str = 'subpixel4'):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str):
   config = default.get_config()
   config.generator.output_conv = output_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
@@ -78,7 +78,7 @@ class StepRunner:
     return metrics
 
 
-def time_jax_step(config, model: str, warmup: int, iters: int, state_form: str = 'packed') -> float:
+def time_jax_step(config, model: str, warmup: int, iters: int, state_form: str) -> float:
   return common.time_calls(StepRunner(config, model, state_form), warmup, iters)
 
 
