@@ -9,6 +9,8 @@ import os
 import re
 import shlex
 
+import numpy as np
+
 import pytest
 
 from tests.conftest import REPO, run_python
@@ -128,7 +130,6 @@ def test_torch_reference_is_the_same_network():
   torch = pytest.importorskip('torch')
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from benchmarks import torch_reference
   from srgan_jax.models import Discriminator, Generator, VGG19Features
 
@@ -194,3 +195,26 @@ def test_torch_reference_is_the_same_network():
   assert ours.shape == theirs.shape == (2, 24, 20, 3)
   assert np.mean(np.abs(ours) < 0.9) > 0.25  # Enough outputs that tanh does not flatten.
   np.testing.assert_allclose(theirs, ours, atol=2e-5)
+
+
+def test_torch_reference_step_updates_what_ours_updates():
+  """The PyTorch SRGAN step runs (so a GPU session's `--torch` figures do not break), trains
+  G and D, leaves VGG alone, and takes D's weight gradients once per step (D update only)."""
+  torch = pytest.importorskip('torch')
+  from benchmarks import torch_reference
+
+  torch.manual_seed(0)
+  step, modules = torch_reference.make_step('srgan', batch=2, dtype='float32', crop=32)
+  before = {name: [p.detach().clone() for p in module.parameters()]
+            for name, module in modules.items()}
+  d_grad_passes = []
+  first_d_weight = next(modules['d'].parameters())
+  first_d_weight.register_hook(lambda grad: d_grad_passes.append(1))
+  losses = [step().item() for _ in range(2)]
+  assert all(np.isfinite(losses))
+  assert len(d_grad_passes) == 2  # Once per step: G's loss does not ask for D's gradients.
+  assert all(p.requires_grad for p in modules['d'].parameters())
+  changed = {name: any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters()))
+             for name, module in modules.items()}
+  assert changed == {'g': True, 'd': True, 'vgg': False}
+  assert torch_reference.time_step('srresnet', 2, 'bfloat16', 32, warmup=1, iters=1) > 0
