@@ -64,12 +64,14 @@ class StepRunner:
     self.vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
     self.hr = jax.device_put(
         np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
-    step = train.make_train_step(config, model == 'srgan', 'keras')
     if state_form == 'packed':
       state_packing, vgg_packing = packing.Packing(self.state), packing.Packing(self.vgg_params)
-      step = packing.packed_step(step, state_packing, vgg_packing)
-      self.state = jax.jit(state_packing.pack)(self.state)
-      self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
+    else:
+      state_packing = vgg_packing = packing.NoPacking()
+    step = packing.packed_step(train.make_train_step(config, model == 'srgan', 'keras'),
+                               state_packing, vgg_packing)
+    self.state = jax.jit(state_packing.pack)(self.state)
+    self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
     self.compiled = jax.jit(step, donate_argnums=(0,)).lower(
         self.state, self.hr, self.vgg_params).compile()
 

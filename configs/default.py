@@ -86,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Convolution compute dtype: 'float32' or 'bfloat16' (params, optimiser states
   # and loss reductions stay float32).
   config.train.compute_dtype = 'float32'
+  # How the state travels between steps: 'packed' (one array per dtype), 'tree' (its
+  # hundreds of arrays) or 'auto' (packed on GPU/TPU, tree on the CPU; see
+  # train.uses_packed_state). Results agree up to float rounding.
+  config.train.state_form = 'auto'
   config.train.log_every_steps = 100
   config.train.image_every_steps = 1000
   config.train.checkpoint_every_steps = 5000

@@ -5,7 +5,10 @@ Every array passed to or returned from a compiled call costs the host a few micr
 state is 706 arrays and SRGAN's 824; on an H200 that cost exceeded the SRResNet step's
 kernels. Packed, the same step ran in half the time (benchmarks/RESULTS.md: bf16, batch
 64, 8.85 ms per step as a pytree, 4.28 ms packed; SRGAN 16.53 -> 13.32 ms). So the
-training loop keeps the state packed, and unpacks it only to save, evaluate or preview.
+training loop keeps the state packed on accelerators, and unpacks it only to save,
+evaluate or preview. On the CPU it is the other way round: copying the state into one
+array costs more than passing its arrays, so there the loop passes the pytree
+(`NoPacking`; the choice is `train.uses_packed_state`).
 
 Packing itself is exact (slices and concatenation, no casts); a packed step computes
 what the step computes, up to the last bits that XLA's fusion of the larger program may
@@ -55,6 +58,16 @@ class Packing:
       leaves.append(by_dtype[dtype][offsets[dtype]:offsets[dtype] + size].reshape(shape))
       offsets[dtype] += size
     return self.treedef.unflatten(leaves)
+
+
+class NoPacking:
+  """The pytree as it is: `pack` and `unpack` return their argument (the 'tree' form)."""
+
+  def pack(self, tree: Any) -> Any:
+    return tree
+
+  def unpack(self, tree: Any) -> Any:
+    return tree
 
 
 def packed_step(step_fn: Callable, state_packing: Packing, vgg_packing: Packing) -> Callable:

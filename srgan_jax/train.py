@@ -3,8 +3,8 @@
 Follow it from `train_and_evaluate`: models and optimisers from the config
 (`build_models`, `build_optimizers`), the state (`init_state`, built abstractly first
 so that Orbax restores into its shape), the step (`make_train_step`), then the loop.
-The loop passes the state to the step packed into one array per dtype (`packing`), and
-unpacks it to save, evaluate and preview; checkpoints hold the pytree.
+On accelerators the loop passes the state to the step packed into one array per dtype
+(`packing`), and unpacks it to save, evaluate and preview; checkpoints hold the pytree.
 
 Parallelism: one `Mesh` over every device of every process, axis 'data'. The HR batch is
 sharded along its first axis, the state is replicated; XLA inserts the gradient
@@ -96,9 +96,27 @@ def build_optimizer(opt_config) -> optax.GradientTransformation:
   return optax.adam(learning_rate_schedule(opt_config), b1=opt_config.b1, b2=opt_config.b2)
 
 
+STATE_FORMS = ('auto', 'packed', 'tree')
+
+
+def uses_packed_state(config) -> bool:
+  """Whether the loop passes the state packed (`packing`), by `config.train.state_form`.
+
+  'auto' packs on accelerators and not on the CPU, as measured (benchmarks/RESULTS.md):
+  on an H200 each array passed costs the host microseconds, and packed, the SRResNet
+  step took 4.28 ms instead of 8.85; on 2 CPU cores copying the state into one array
+  costs more than passing its arrays (the quickstart's step: 73 ms packed, 63 ms as a
+  pytree; the paper's SRGAN step at batch 2: 1.04 to 1.07 s against 0.80 to 0.89 s).
+  TPUs get the GPU's choice, unmeasured.
+  """
+  form = config.train.state_form
+  return form == 'packed' or (form == 'auto' and jax.default_backend() != 'cpu')
+
+
 def validate_config(config):
   """Fails at start-up, before any compile, on settings that cannot work together."""
   for field, choices in (('loss.content', CONTENT_LOSSES), ('train.compute_dtype', tuple(DTYPES)),
+                         ('train.state_form', STATE_FORMS),
                          ('eval.best_metric', ('psnr_y', 'ssim_y'))):
     section, key = field.split('.')
     if config[section][key] not in choices:
@@ -535,13 +553,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info('devices: %d (%d processes), global batch %d', jax.device_count(),
                  jax.process_count(), config.train.batch_size)
 
-    # Between steps the state travels packed, one array per dtype (`packing`): hundreds of
-    # arrays per call cost the host more than the SRResNet step's kernels on a GPU.
-    state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
+    # Between steps the state travels packed, one array per dtype, on accelerators, and as
+    # its pytree on the CPU (`uses_packed_state`). The state is replicated: `replicated`
+    # shards either form.
+    if uses_packed_state(config):
+      state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
+    else:
+      state_packing = vgg_packing = packing.NoPacking()
     unpack_state = jax.jit(state_packing.unpack, out_shardings=state_sharding)
-    packed_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
+    loop_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
     del state  # Its arrays are freed; the loop unpacks a fresh one when it needs one.
-    packed_vgg_params = jax.jit(vgg_packing.pack, out_shardings=replicated)(vgg_params)
+    loop_vgg_params = jax.jit(vgg_packing.pack, out_shardings=replicated)(vgg_params)
     jit_step = lambda adversarial: jax.jit(
         packing.packed_step(make_train_step(config, adversarial, vgg_source), state_packing,
                             vgg_packing),
@@ -575,8 +597,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with _StopRequest() as stop:
       for step, hr in batches.iterate(start_step, num_steps):
         use_gan = gan_step is not None and step >= adversarial_from
-        packed_state, metrics = (gan_step if use_gan else content_step)(
-            packed_state, hr, packed_vgg_params)
+        loop_state, metrics = (gan_step if use_gan else content_step)(
+            loop_state, hr, loop_vgg_params)
         history.append((step + 1, metrics))
         done = step + 1
         is_last = done == num_steps
@@ -593,7 +615,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         evaluation = evaluator and (
             (config.eval.every_steps and done % config.eval.every_steps == 0) or is_last)
         if preview or checkpoint or evaluation:
-          state = unpack_state(packed_state)  # New arrays: the next step cannot touch them.
+          # New arrays (a jitted call's outputs): the next step cannot touch them.
+          state = unpack_state(loop_state)
         if preview:
           writer.write_images(done, preview_images(config, state, hr))
         if checkpoint:
@@ -607,7 +630,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         elif jax.process_count() > 1:
           stop_now = False  # Hosts agree on stopping only at log steps.
         if stop_now and not is_last:
-          save(done, unpack_state(packed_state))
+          save(done, unpack_state(loop_state))
           logging.warning('stopped at step %d on request; rerun the same command to resume', done)
           break
   finally:
@@ -619,7 +642,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       writer.close()
     if evaluator:
       evaluator.close()
-  return unpack_state(packed_state)
+  return unpack_state(loop_state)
 
 
 def preview_images(config, state: TrainState, hr_uint8: jax.Array, count: int = 4) -> np.ndarray:

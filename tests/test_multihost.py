@@ -10,7 +10,9 @@ import pytest
 
 from tests.conftest import REPO, run_python
 
-COMMON = ['--config=configs/test.py', '--config.eval.sets=()', '--config.data.num_shards=2']
+# The packed state, as multi-host runs on GPUs and TPUs pass it ('auto' is 'tree' on the CPU).
+COMMON = ['--config=configs/test.py', '--config.eval.sets=()', '--config.data.num_shards=2',
+          '--config.train.state_form=packed']
 
 
 def _free_port() -> int:

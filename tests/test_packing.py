@@ -85,3 +85,13 @@ def test_packed_step_computes_what_the_tree_step_computes(tiny_config, monkeypat
     # in a kernel); a leaf packed out of place would differ by the parameters themselves.
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6,
                                err_msg=path)
+
+
+def test_auto_state_form_packs_on_accelerators_only(tiny_config, monkeypatch):
+  for backend, packed in (('cpu', False), ('gpu', True), ('tpu', True)):
+    monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+    assert train.uses_packed_state(tiny_config) == packed, backend
+    for form, forced in (('packed', True), ('tree', False)):
+      tiny_config.train.state_form = form
+      assert train.uses_packed_state(tiny_config) == forced, (backend, form)
+    tiny_config.train.state_form = 'auto'

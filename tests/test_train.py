@@ -164,8 +164,10 @@ def _params(state):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
-def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog):
+@pytest.mark.parametrize('state_form', ['tree', 'packed'])
+def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog, state_form):
   tiny_config.eval.sets = ()
+  tiny_config.train.state_form = state_form  # On the CPU 'auto' is 'tree'.
   tiny_config.train.num_steps = 8
   tiny_config.train.checkpoint_every_steps = 4
   straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
@@ -188,8 +190,10 @@ def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog
   assert [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')] == steps
 
 
-def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+@pytest.mark.parametrize('state_form', ['tree', 'packed'])
+def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_path, state_form):
   tiny_config.eval.sets = ()
+  tiny_config.train.state_form = state_form
   tiny_config.train.num_steps = 12
   tiny_config.train.checkpoint_every_steps = 4
   tiny_config.train.log_every_steps = 1
@@ -260,6 +264,7 @@ def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
     ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
     ('generator.output_conv', 'subpix', "output_conv must be one of .*'subpix'"),
+    ('train.state_form', 'flat', "state_form must be one of .*'flat'"),
 ])
 def test_settings_that_cannot_work_are_named_before_compiling(tiny_config, field, value,
                                                               message):
