@@ -64,10 +64,8 @@ class StepRunner:
     self.vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
     self.hr = jax.device_put(
         np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
-    if state_form == 'packed':
-      state_packing, vgg_packing = packing.Packing(self.state), packing.Packing(self.vgg_params)
-    else:
-      state_packing = vgg_packing = packing.NoPacking()
+    state_packing, vgg_packing = packing.packings(state_form == 'packed', self.state,
+                                                  self.vgg_params)
     step = packing.packed_step(train.make_train_step(config, model == 'srgan', 'keras'),
                                state_packing, vgg_packing)
     self.state = jax.jit(state_packing.pack)(self.state)

@@ -70,7 +70,15 @@ class NoPacking:
     return tree
 
 
-def packed_step(step_fn: Callable, state_packing: Packing, vgg_packing: Packing) -> Callable:
+def packings(packed: bool, state: Any, vgg_params: Any) -> tuple:
+  """(state packing, VGG params packing): a `Packing` of each, or `NoPacking` for both."""
+  if packed:
+    return Packing(state), Packing(vgg_params)
+  return NoPacking(), NoPacking()
+
+
+def packed_step(step_fn: Callable, state_packing: Packing | NoPacking,
+                vgg_packing: Packing | NoPacking) -> Callable:
   """`step_fn(state, hr, vgg_params) -> (state, metrics)` on packed state and VGG params.
 
   The returned function takes and returns the state packed by `state_packing`, and takes

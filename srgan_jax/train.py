@@ -556,10 +556,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # Between steps the state travels packed, one array per dtype, on accelerators, and as
     # its pytree on the CPU (`uses_packed_state`). The state is replicated: `replicated`
     # shards either form.
-    if uses_packed_state(config):
-      state_packing, vgg_packing = packing.Packing(abstract_state), packing.Packing(vgg_params)
-    else:
-      state_packing = vgg_packing = packing.NoPacking()
+    state_packing, vgg_packing = packing.packings(uses_packed_state(config), abstract_state,
+                                                  vgg_params)
     unpack_state = jax.jit(state_packing.unpack, out_shardings=state_sharding)
     loop_state = jax.jit(state_packing.pack, out_shardings=replicated)(state)
     del state  # Its arrays are freed; the loop unpacks a fresh one when it needs one.
