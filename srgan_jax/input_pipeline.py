@@ -9,7 +9,8 @@ Determinism and resumption: the batch of step t is a pure function of
 (seed, t, shard), so there is no iterator state: a run resumed at step t sees exactly
 the batches an uninterrupted run sees (the checkpoint's step is the loader's position).
 
-Sharding: the dataset is cut into `num_shards` shards (file k goes to shard k mod S);
+Sharding: the dataset is cut into `num_shards` shards (file k of a folder goes to shard
+k mod S; a TFDS split is cut into S contiguous parts by `tfds.even_splits`);
 rows [k*B/S, (k+1)*B/S) of the global batch B are drawn from shard k. Process p owns a
 contiguous block of rows and loads only the shards those rows use. Because the data
 stream depends on S and not on the process count, 1 process and 2 processes with the
