@@ -82,7 +82,8 @@ def packed_step(step_fn: Callable, state_packing: Packing | NoPacking,
   """`step_fn(state, hr, vgg_params) -> (state, metrics)` on packed state and VGG params.
 
   The returned function takes and returns the state packed by `state_packing`, and takes
-  the VGG params packed by `vgg_packing`; it computes what `step_fn` computes.
+  the VGG params packed by `vgg_packing`; it computes what `step_fn` computes. With
+  `NoPacking` for both it is `step_fn` itself.
   """
 
   def step(packed_state: tuple, hr_uint8: jax.Array, packed_vgg_params: tuple):

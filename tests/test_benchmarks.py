@@ -10,7 +10,6 @@ import re
 import shlex
 
 import numpy as np
-
 import pytest
 
 from tests.conftest import REPO, run_python
