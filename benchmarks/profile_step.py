@@ -138,15 +138,17 @@ def main():
   parser.add_argument('--crop', type=int, default=96)
   parser.add_argument('--output_conv', default='subpixel4',
                       help='direct, subpixel2 or subpixel4 (the configs\' default)')
-  parser.add_argument('--state_form', default='packed',
-                      help='packed (as training runs) or tree (benchmarks/train_step.py)')
+  parser.add_argument('--state_form', default='auto',
+                      help='config.train.state_form: auto (as training on this backend), '
+                           'packed or tree')
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--top', type=int, default=40, help='ops listed')
   parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
   args = common.parse_args(parser)
 
-  config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv)
-  run = StepRunner(config, args.model, args.state_form)
+  config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
+                       args.state_form)
+  run = StepRunner(config, args.model)
   ops = hlo_ops(run.compiled.as_text())
   wall = common.time_calls(run, 2, args.steps)
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='srgan_jax_profile_')

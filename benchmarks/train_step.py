@@ -9,8 +9,9 @@ MFU = analytic FLOPs (../shared/DESIGN.md) / time / peak. With --torch, the PyTo
 of the same architecture and step (benchmarks/torch_reference.py) is timed in the same
 run, and the JAX/PyTorch ratio printed. --output_convs times each form of G's output conv
 (`srgan_jax/models/layers.py`); the PyTorch step is the direct form. --state_forms
-times the step with the state packed into one array per dtype, as training passes it,
-and as its pytree of hundreds of arrays (`StepRunner`).
+times the step with the state packed into one array per dtype or as its pytree of
+hundreds of arrays (`config.train.state_form`); the default, 'auto', is what training
+runs on this backend, and each row names the form it timed.
 """
 
 import argparse
@@ -31,9 +32,11 @@ from srgan_jax import packing, train
 from srgan_jax.models import vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str,
+                state_form: str = 'auto'):
   config = default.get_config()
   config.generator.output_conv = output_conv
+  config.train.state_form = state_form
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.train.batch_size = batch
@@ -42,29 +45,27 @@ def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str)
   return config
 
 
-STATE_FORMS = ('packed', 'tree')
-
-
 class StepRunner:
   """One compiled train step on a fixed HR batch already on the device.
 
   Calling it runs a step (the state is donated and replaced) and returns the metrics;
   `compiled` is the executable (its `as_text()` is the optimised HLO).
 
-  state_form: how the state travels between steps. 'packed': one array per dtype, as
-  training passes it (`srgan_jax/packing.py`); 'tree': the TrainState pytree, hundreds
-  of arrays (the difference is the host's per-array cost of a call).
+  The state travels between steps as `config.train.state_form` says, as in training
+  (`train.uses_packed_state`): `state_form` is 'packed' (one array per dtype,
+  `srgan_jax/packing.py`) or 'tree' (the TrainState pytree, hundreds of arrays; the
+  difference is the host's per-array cost of a call).
   """
 
-  def __init__(self, config, model: str, state_form: str = 'packed'):
-    if state_form not in STATE_FORMS:
-      raise ValueError(f'state_form must be one of {STATE_FORMS}, got {state_form!r}')
+  def __init__(self, config, model: str):
+    train.validate_config(config)
+    self.state_form = 'packed' if train.uses_packed_state(config) else 'tree'
     batch, crop = config.train.batch_size, config.data.hr_crop_size
     self.state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
     self.vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
     self.hr = jax.device_put(
         np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
-    state_packing, vgg_packing = packing.packings(state_form == 'packed', self.state,
+    state_packing, vgg_packing = packing.packings(self.state_form == 'packed', self.state,
                                                   self.vgg_params)
     step = packing.packed_step(train.make_train_step(config, model == 'srgan', 'keras'),
                                state_packing, vgg_packing)
@@ -78,10 +79,6 @@ class StepRunner:
     return metrics
 
 
-def time_jax_step(config, model: str, warmup: int, iters: int, state_form: str) -> float:
-  return common.time_calls(StepRunner(config, model, state_form), warmup, iters)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,9 +89,9 @@ def main():
   parser.add_argument('--output_convs', default='subpixel4',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
-  parser.add_argument('--state_forms', default='packed',
-                      help='comma list of how the state travels between steps: '
-                           + ', '.join(STATE_FORMS) + ' (see StepRunner)')
+  parser.add_argument('--state_forms', default='auto',
+                      help='comma list of config.train.state_form: '
+                           + ', '.join(train.STATE_FORMS) + ' (auto: as training on this backend)')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
@@ -110,10 +107,11 @@ def main():
       args.output_convs.split(','), args.state_forms.split(',')):
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
-    config = step_config(model, batch, dtype, args.crop, output_conv)
-    seconds = time_jax_step(config, model, args.warmup, args.iters, state_form)
+    config = step_config(model, batch, dtype, args.crop, output_conv, state_form)
+    runner = StepRunner(config, model)
+    seconds = common.time_calls(runner, args.warmup, args.iters)
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
-           'output_conv': output_conv, 'state_form': state_form,
+           'output_conv': output_conv, 'state_form': runner.state_form,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12}
     if args.peak_tflops:
