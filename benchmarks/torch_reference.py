@@ -136,19 +136,24 @@ def make_step(model: str, batch: int, dtype: str, crop: int, compile_model: bool
   return (srgan_step if model == 'srgan' else srresnet_step), {'g': g, 'd': d, 'vgg': vgg}
 
 
+def _time_calls(fn, warmup: int, iters: int) -> float:
+  """Seconds per call of fn(), after warm-up, waiting for the GPU's queue to drain."""
+  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+  for _ in range(warmup):
+    fn()
+  sync()
+  start = time.perf_counter()
+  for _ in range(iters):
+    fn()
+  sync()
+  return (time.perf_counter() - start) / iters
+
+
 def time_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
               compile_model: bool = False) -> float:
   """Seconds per training step."""
   step, _ = make_step(model, batch, dtype, crop, compile_model)
-  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-  for _ in range(warmup):
-    step()
-  sync()
-  start = time.perf_counter()
-  for _ in range(iters):
-    step()
-  sync()
-  return (time.perf_counter() - start) / iters
+  return _time_calls(step, warmup, iters)
 
 
 def time_generator(lr_size: int, dtype: str, warmup: int, iters: int, compile_model: bool) -> float:
@@ -158,13 +163,5 @@ def time_generator(lr_size: int, dtype: str, warmup: int, iters: int, compile_mo
   if compile_model:
     g = torch.compile(g)
   lr = torch.rand(1, 3, lr_size, lr_size, device=device).contiguous(memory_format=torch.channels_last)
-  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bfloat16'):
-    for _ in range(warmup):
-      g(lr)
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-      g(lr)
-    sync()
-  return (time.perf_counter() - start) / iters
+    return _time_calls(lambda: g(lr), warmup, iters)
