@@ -1,5 +1,6 @@
 """Shared by the benchmarks: analytic FLOPs (../shared/DESIGN.md), timing, machine facts."""
 
+import os
 import platform
 import sys
 import time
@@ -26,8 +27,10 @@ def time_calls(fn, warmup: int, iters: int) -> float:
 def machine() -> str:
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
+  flags = os.environ.get('XLA_FLAGS', '')  # Compiler flags change the figures: name them.
   return (f'{kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, '
-          f'{platform.processor() or platform.machine()}')
+          f'{platform.processor() or platform.machine()}'
+          + (f', XLA_FLAGS={flags}' if flags else ''))
 
 
 def parse_args(parser):

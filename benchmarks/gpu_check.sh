@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one run (under 8 minutes on one H100/H200: each part
-# has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
-# PARTS="state_forms profile" runs only the parts named (default: all).
+# has its own time limit, 460 s in all, so one that hangs cannot eat the others' time).
+# PARTS="command_buffers profile" runs only the parts named (default: all).
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
 # benchmarks/out; few files, since a device session returns only a few); copy them to
 # benchmarks/RESULTS.md.
@@ -43,10 +43,14 @@ run train_step 190 python3 benchmarks/train_step.py --models=srgan,srresnet --ba
     --json="$OUT/train_step.jsonl"
 run fp32 90 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
     --dtypes=float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
-# The same SRResNet step with its state as a pytree of 706 arrays: the host's cost of them.
-run state_forms 45 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
-    --dtypes=bfloat16 --output_convs=subpixel4 --state_forms=tree --peak_tflops="$PEAK" \
-    --iters=50 --json="$OUT/train_step.jsonl"
+# The SRResNet step with its cuDNN convs in XLA's CUDA graphs too (by default XLA launches
+# each one alone, and the step waits on launches). Direct first: with subpixel4 this flag
+# once failed in cuDNN (status 5003), so a crash there still leaves the direct figure.
+run command_buffers 50 env \
+    XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
+    python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 --dtypes=bfloat16 \
+    --output_convs=direct,subpixel4 --peak_tflops="$PEAK" --iters=50 \
+    --json="$OUT/train_step.jsonl"
 # Kernels per step, their device time and the idle time between them (the steps are still
 # bound by launching kernels: each costs the host several microseconds).
 run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
