@@ -13,14 +13,17 @@ SRRESNET_STEP_FLOP_PER_IMAGE = 0.123e12 / 16
 G_FORWARD_FLOP_PER_LR_PIXEL = 4.44e6  # 1.163 TFLOP for a 512x512 LR image
 
 
-def time_calls(fn, warmup: int, iters: int) -> float:
-  """Seconds per call of fn() (which returns arrays), after warm-up, blocking on results."""
+def time_calls(fn, warmup: int, iters: int, wait=jax.block_until_ready) -> float:
+  """Seconds per call of fn(), after warm-up; `wait(output)` blocks until it is computed.
+
+  The default waits on JAX arrays; the PyTorch reference passes a device synchronise.
+  """
   for _ in range(warmup):
-    jax.block_until_ready(fn())
+    wait(fn())
   start = time.perf_counter()
   for _ in range(iters):
     out = fn()
-  jax.block_until_ready(out)
+  wait(out)
   return (time.perf_counter() - start) / iters
 
 

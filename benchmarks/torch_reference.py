@@ -10,11 +10,11 @@ autotunes its convolutions), fused Adam on CUDA, and D's weights frozen while G'
 is differentiated (the JAX step takes the gradient with respect to SR only).
 """
 
-import time
-
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from benchmarks import common
 
 
 class ResidualBlock(nn.Module):
@@ -139,14 +139,7 @@ def make_step(model: str, batch: int, dtype: str, crop: int, compile_model: bool
 def _time_calls(fn, warmup: int, iters: int) -> float:
   """Seconds per call of fn(), after warm-up, waiting for the GPU's queue to drain."""
   sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-  for _ in range(warmup):
-    fn()
-  sync()
-  start = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  sync()
-  return (time.perf_counter() - start) / iters
+  return common.time_calls(fn, warmup, iters, wait=lambda _: sync())
 
 
 def time_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
