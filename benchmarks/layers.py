@@ -10,9 +10,9 @@ with the gradients), so a regrouped form is credited only with the useful work; 
 output conv includes the pixel shuffle before it. `step ms` is what the layer costs one
 SRGAN step: G's layers run forward with both gradients once; D's twice (real, fake) and
 once more with the input gradient (G's adversarial term); VGG's forward on HR and
-forward + input gradient on SR. The regrouped forms of G's output conv (`subpixel2`,
-`subpixel4`) are timed beside the direct one, and the step's conv time is summed for each
-choice. BN, activations, losses and the optimiser are not included.
+forward + input gradient on SR. The other forms of G's output conv
+(`generator.OUTPUT_CONVS`) are timed beside the direct one, and the step's conv time is
+summed for each choice. BN, activations, losses and the optimiser are not included.
 """
 
 import argparse
@@ -63,7 +63,9 @@ def layer_table(crop: int):
 def conv_fn(name, in_channels, out_channels, kernel, stride, form, dtype):
   """(module, how much smaller x's side is, x's channels): the layer as the model runs it."""
   if name == 'conv_out':  # With the last pixel shuffle, which belongs to it in every form.
-    module = layers.PixelShuffleConv(out_channels, kernel, grid=OUTPUT_CONVS[form], dtype=dtype)
+    grid, matmul = OUTPUT_CONVS[form]
+    module = layers.PixelShuffleConv(out_channels, kernel, grid=grid, matmul=matmul,
+                                     dtype=dtype)
     return module, 2, 4 * in_channels
   module = nn.Conv(out_channels, (kernel, kernel), strides=stride, dtype=dtype)
   return module, 1, in_channels
@@ -150,8 +152,8 @@ def main():
     ms = conv_ms_per_step(step_ms, {}, network)
     print(f'{network} convs, direct forms: {ms:.3f} ms per step')
   direct = conv_ms_per_step(step_ms, {})
-  for label, forms in (('direct', {}), ('G subpixel2', {'G': 'subpixel2'}),
-                       ('G subpixel4', {'G': 'subpixel4'})):
+  for form in OUTPUT_CONVS:
+    label, forms = ('direct', {}) if form == 'direct' else (f'G {form}', {'G': form})
     ms = conv_ms_per_step(step_ms, forms)
     print(f'{"the timed" if only else "all"} convs of one SRGAN step, {label}: {ms:.3f} ms '
           f'(x{direct / ms:.2f} of direct)')

@@ -16,8 +16,10 @@ from srgan_jax.models.layers import PixelShuffleConv, pixel_shuffle
 PRELU_INIT = 0.25
 # Running-average momentum of BatchNorm (PyTorch's 0.1 update rate).
 BN_MOMENTUM = 0.9
-# Forms of the output conv -> how much coarser than HR it runs (`layers.PixelShuffleConv`).
-OUTPUT_CONVS = {'direct': 1, 'subpixel2': 2, 'subpixel4': 4}
+# Forms of the output conv -> (how much coarser than HR it runs, whether as a matmul and
+# shifted sums rather than a conv call); see `layers.PixelShuffleConv`.
+OUTPUT_CONVS = {'direct': (1, False), 'subpixel2': (2, False), 'subpixel4': (4, False),
+                'subpixel4_matmul': (4, True)}
 
 
 class ResidualBlock(nn.Module):
@@ -47,7 +49,8 @@ class Generator(nn.Module):
     scale: 2, 4 or 8.
     output_conv: how conv_out is computed, with the same params and results: 'direct'
       (on the HR grid), 'subpixel2' (on the grid before the last pixel shuffle) or
-      'subpixel4' (twice coarser still; scale 4 or 8). See `layers.PixelShuffleConv`.
+      'subpixel4' (twice coarser still; scale 4 or 8), or 'subpixel4_matmul' (the same
+      grid, computed as a matmul and shifted sums). See `layers.PixelShuffleConv`.
     dtype: compute dtype of convolutions (params stay float32).
   """
 
@@ -64,11 +67,11 @@ class Generator(nn.Module):
     if self.output_conv not in OUTPUT_CONVS:
       raise ValueError(f'generator.output_conv must be one of {tuple(OUTPUT_CONVS)}, '
                        f'got {self.output_conv!r}')
-    if OUTPUT_CONVS[self.output_conv] > self.scale:
-      fits = [name for name, grid in OUTPUT_CONVS.items() if grid <= self.scale]
+    grid, _ = OUTPUT_CONVS[self.output_conv]
+    if grid > self.scale:
+      fits = [name for name, (g, _) in OUTPUT_CONVS.items() if g <= self.scale]
       raise ValueError(f'generator.output_conv={self.output_conv!r} needs scale >= '
-                       f'{OUTPUT_CONVS[self.output_conv]}, got {self.scale}; at this scale '
-                       f'use one of {fits}')
+                       f'{grid}, got {self.scale}; at this scale use one of {fits}')
     super().__post_init__()
 
   @nn.compact
@@ -93,6 +96,6 @@ class Generator(nn.Module):
       if i < num_upsamples - 1:
         x = pixel_shuffle(x, 2)
     # The last shuffle belongs to the output conv, which may run on a coarser grid.
-    x = PixelShuffleConv(3, 9, grid=OUTPUT_CONVS[self.output_conv], dtype=self.dtype,
-                         name='conv_out')(x)
+    grid, matmul = OUTPUT_CONVS[self.output_conv]
+    x = PixelShuffleConv(3, 9, grid=grid, matmul=matmul, dtype=self.dtype, name='conv_out')(x)
     return jnp.tanh(x.astype(jnp.float32))
