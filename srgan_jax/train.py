@@ -628,7 +628,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         elif jax.process_count() > 1:
           stop_now = False  # Hosts agree on stopping only at log steps.
         if stop_now and not is_last:
-          save(done, unpack_state(loop_state))
+          if not checkpoint:  # At a checkpoint step the save above holds this step already.
+            save(done, unpack_state(loop_state))
           logging.warning('stopped at step %d on request; rerun the same command to resume', done)
           break
   finally:

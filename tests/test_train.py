@@ -241,6 +241,24 @@ def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, 
   assert train.locate_checkpoint(str(tmp_path))[1] == 9
 
 
+@pytest.mark.parametrize('checkpoint_every_steps', [1, 3])
+def test_a_stop_request_saves_once_and_stops(tiny_config, tmp_path, monkeypatch,
+                                             checkpoint_every_steps):
+  """A stop asked for during a step that checkpoints anyway (every 1) or not (every 3)."""
+  class RequestedAtOnce(train._StopRequest):
+    def __enter__(self):
+      super().__enter__()
+      self.requested = True  # As if SIGTERM came during the first step.
+      return self
+
+  monkeypatch.setattr(train, '_StopRequest', RequestedAtOnce)
+  tiny_config.eval.sets = ()
+  tiny_config.train.num_steps = 6
+  tiny_config.train.checkpoint_every_steps = checkpoint_every_steps
+  assert int(train.train_and_evaluate(tiny_config, str(tmp_path)).step) == 1
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+
+
 def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
   import signal
   with train._StopRequest() as stop:
