@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one run (under 8 minutes on one H100/H200: each part
-# has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
-# PARTS="command_buffers profile" runs only the parts named (default: all).
+# has its own time limit, 450 s in all, so one that hangs cannot eat the others' time).
+# PARTS="train_step profile" runs only the parts named (default: all).
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
 # benchmarks/out; few files, since a device session returns only a few); copy them to
 # benchmarks/RESULTS.md.
@@ -36,32 +36,24 @@ run() {  # run NAME TIMEOUT_S COMMAND...
 # Compiling dominates the run (an SRGAN step: about 40 s with autotuning on an H200, jax
 # 0.11.2); the persistent cache lets the profile reuse a compile of train_step.
 export JAX_COMPILATION_CACHE_DIR=/tmp/srgan_jax_xla_cache
-# The headline: both steps, bf16, batch 64, G's output conv as a cuDNN conv and as a matmul
-# with shifted sums (layers.shifted_tap_sum), beside PyTorch. The state travels packed, as
-# training passes it (srgan_jax/packing.py).
-run train_step 180 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
-    --dtypes=bfloat16 --output_convs=subpixel4,subpixel4_matmul --peak_tflops="$PEAK" --torch \
-    --iters=50 --json="$OUT/train_step.jsonl"
-run fp32 80 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
-    --dtypes=float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
-# Both steps with their cuDNN convs in XLA's CUDA graphs too (by default XLA launches each
-# one alone, and the steps wait on launches). With the output conv as a cuDNN conv
-# (subpixel4) this flag failed in cuDNN (status 5003); the matmul form has no such conv.
-run command_buffers 75 env \
-    XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
-    python3 benchmarks/train_step.py --models=srresnet,srgan --batch_sizes=64 --dtypes=bfloat16 \
-    --output_convs=subpixel4_matmul --peak_tflops="$PEAK" --iters=50 \
+# The headline: both steps, bf16, batch 64, each form of G's output conv, beside PyTorch.
+# The state travels packed, as training passes it (srgan_jax/packing.py).
+run train_step 215 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
+    --dtypes=bfloat16 --output_convs=direct,subpixel4 --peak_tflops="$PEAK" --torch --iters=50 \
     --json="$OUT/train_step.jsonl"
+run fp32 95 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_sizes=64 \
+    --dtypes=float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
 # Kernels per step, their device time and the idle time between them (the steps are still
 # bound by launching kernels: each costs the host several microseconds).
-run profile 35 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
-    --output_conv=subpixel4_matmul --steps=10 --top=15
+run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
+    --output_conv=subpixel4 --steps=10 --top=15
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
-run upscale 40 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
-    --output_convs=subpixel4,subpixel4_matmul --torch
+run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
+    --output_convs=subpixel4 --torch
 run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
     --workers=1,16 --seconds=3 --degradation
-# The real training loop on the GPU (test config): checkpoints, metrics, evaluation.
-run e2e 30 python3 main.py --config=configs/test.py --workdir=/tmp/srgan_jax_gpu_e2e
+# The real training loop on the GPU (test config): checkpoints, metrics, evaluation. It
+# took 34 s on an H200 (compiling three models dominates).
+run e2e 45 python3 main.py --config=configs/test.py --workdir=/tmp/srgan_jax_gpu_e2e
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"

@@ -134,7 +134,8 @@ def inference_output_conv(trained: str, scale: int) -> str:
   """The form of G's output conv that the upscaler uses unless told.
 
   On a GPU, the coarsest grid the scale allows: on an H200, a 512x512 image to 2048x2048
-  in bf16 takes 4.28 ms with subpixel4, 5.31 ms with subpixel2 and 9.18 ms direct
+  in bf16 takes 4.18 ms with subpixel4 (4.26 when it ran as a cuDNN conv rather than a
+  matmul), 5.31 ms with subpixel2 and 9.18 ms direct
   (benchmarks/RESULTS.md; fp32 is not yet measured, and `benchmarks/gpu_check.sh` times
   it). Elsewhere no form won clearly, so the run's own form is kept. Forms share
   params, so any run can use any form (scale permitting).

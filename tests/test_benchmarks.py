@@ -47,7 +47,7 @@ def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
   rows = _rows(out)
   assert [(r['network'], r['layer'], r['form']) for r in rows] == [
       (network, name, form) for network, name, *_, form in layers.layer_table(32)]
-  assert {r['form'] for r in rows} == {'direct', 'subpixel2', 'subpixel4', 'subpixel4_matmul'}
+  assert {r['form'] for r in rows} == {'direct', 'subpixel2', 'subpixel4'}
   direct_sum = sum(r['step_ms'] for r in rows if r['form'] == 'direct')
   summary = [line for line in result.stdout.splitlines() if 'SRGAN step, direct:' in line]
   assert len(summary) == 1

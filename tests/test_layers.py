@@ -107,7 +107,7 @@ def test_max_pool_equals_nn_max_pool_with_ties(factor, shape, dtype):
   np.testing.assert_array_equal(grad.ravel(), np.eye(factor * factor)[0])
 
 
-@pytest.mark.parametrize('output_conv', ['subpixel2', 'subpixel4', 'subpixel4_matmul'])
+@pytest.mark.parametrize('output_conv', ['subpixel2', 'subpixel4'])
 def test_generator_forms_share_params_and_results(output_conv):
   lr = jax.random.uniform(jax.random.PRNGKey(0), (2, 5, 7, 3))  # Odd LR sides.
   direct = Generator(num_blocks=1, features=8, scale=4)

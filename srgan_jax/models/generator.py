@@ -17,9 +17,10 @@ PRELU_INIT = 0.25
 # Running-average momentum of BatchNorm (PyTorch's 0.1 update rate).
 BN_MOMENTUM = 0.9
 # Forms of the output conv -> (how much coarser than HR it runs, whether as a matmul and
-# shifted sums rather than a conv call); see `layers.PixelShuffleConv`.
-OUTPUT_CONVS = {'direct': (1, False), 'subpixel2': (2, False), 'subpixel4': (4, False),
-                'subpixel4_matmul': (4, True)}
+# shifted sums rather than a conv call); see `layers.PixelShuffleConv`. subpixel4 runs as
+# a matmul: on an H200 that cut the SRResNet step's device time from 2.52 to 2.11 ms
+# (benchmarks/RESULTS.md).
+OUTPUT_CONVS = {'direct': (1, False), 'subpixel2': (2, False), 'subpixel4': (4, True)}
 
 
 class ResidualBlock(nn.Module):
@@ -49,8 +50,8 @@ class Generator(nn.Module):
     scale: 2, 4 or 8.
     output_conv: how conv_out is computed, with the same params and results: 'direct'
       (on the HR grid), 'subpixel2' (on the grid before the last pixel shuffle) or
-      'subpixel4' (twice coarser still; scale 4 or 8), or 'subpixel4_matmul' (the same
-      grid, computed as a matmul and shifted sums). See `layers.PixelShuffleConv`.
+      'subpixel4' (twice coarser still, as a matmul and shifted sums; scale 4 or 8). See
+      `layers.PixelShuffleConv`.
     dtype: compute dtype of convolutions (params stay float32).
   """
 
