@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one run (under 8 minutes on one H100/H200: each part
-# has its own time limit, 450 s in all, so one that hangs cannot eat the others' time).
+# has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
 # PARTS="train_step profile" runs only the parts named (default: all).
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
 # benchmarks/out; few files, since a device session returns only a few); copy them to
