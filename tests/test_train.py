@@ -65,10 +65,14 @@ def test_regrouped_conv_forms_train_like_direct_ones(tiny_config):
   for got, want in zip(history, direct_history):
     for name in ('g_loss', 'd_loss', 'content_loss', 'adversarial_loss'):
       np.testing.assert_allclose(got[name], want[name], rtol=1e-4, err_msg=name)
+  # Adam moves each param by about the learning rate per step, whatever the gradient's
+  # size, so an element whose gradient is near zero carries the forms' rounding difference
+  # into a visible share of a step (once 3e-5 here, on jax 0.6.2): a tenth of one step.
+  atol = 0.1 * tiny_config.optimizer.learning_rate
   for field in ('g_params', 'd_params'):
     chex.assert_trees_all_close(_without_biases_before_bn(getattr(state, field)),
                                 _without_biases_before_bn(getattr(direct_state, field)),
-                                rtol=1e-3, atol=1e-5)
+                                rtol=1e-3, atol=atol)
 
 
 def _without_biases_before_bn(params):
