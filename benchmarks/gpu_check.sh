@@ -50,9 +50,11 @@ run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
 run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
     --output_convs=subpixel4 --torch
+# The input: what the trainer's one producer thread feeds a step (compare with the steps'
+# images/s), the host part on 16 processes, and the batch's cost on the device.
 run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
-    --workers=1,16 --seconds=3 --degradation
+    --workers=16 --seconds=2 --degradation
 # The real training loop on the GPU (test config): checkpoints, metrics, evaluation. It
 # took 34 s on an H200 (compiling three models dominates).
 run e2e 45 python3 main.py --config=configs/test.py --workdir=/tmp/srgan_jax_gpu_e2e

@@ -1,13 +1,17 @@
-"""Host input pipeline speed: random 96x96 crops (flips, rotations) per second, after decoding.
+"""Host input pipeline speed: training batches per second, as the trainer makes them.
 
   python benchmarks/input_pipeline.py --source=folder:../shared/data/sr_train/BSDS200 \
       [--batch=64] [--seconds=5] [--workers=1,2] [--degradation]
 
-Decoding happens once (timed separately); then each worker process builds batches of
-`--batch` crops with `input_pipeline.sample_rows` for consecutive steps, as the trainer
-does. Reports crops/s per worker and in total. With --degradation it also times the
-in-step bicubic x4 LR degradation on a [batch, 96, 96, 3] uint8 batch, on the default
-JAX device, to compare with a training step's time.
+Decoding happens once (timed separately). Then two figures, in crops (HR images) per second:
+- `trainer`: `input_pipeline.TrainBatches.iterate`, the one producer thread a training run
+  has, over all devices: crops cut on the host, sent to the devices, rotated and flipped
+  there. This is the rate the input can feed a training step at; compare it with the
+  step's images/s (`benchmarks/train_step.py`).
+- `workers=N`: N processes, each running only the host part (`input_pipeline.sample_rows`)
+  for consecutive steps: how that part scales with CPUs.
+With --degradation it also times, on the default device, what the batch costs there: the
+rotations and flips, and the training step's bicubic x4 LR degradation.
 """
 
 import argparse
@@ -21,12 +25,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 
+def _data_config(source: str, crop: int):
+  from configs import default
+  data = default.get_config().data
+  data.source, data.hr_crop_size = source, crop
+  return data
+
+
 def _worker(args):
   source, batch, crop, seconds, worker = args
-  from configs import default
   from srgan_jax import input_pipeline
-  data = default.get_config().data
-  data.source, data.hr_crop_size, data.decode_threads = source, crop, 1
+  data = _data_config(source, crop)
+  data.decode_threads = 1
   images = input_pipeline.load_shard(data, 0, 1)
   done, step = 0, worker * 1_000_000
   start = time.perf_counter()
@@ -37,6 +47,25 @@ def _worker(args):
   return done / (time.perf_counter() - start)
 
 
+def trainer_rate(data_config, batch: int, seconds: float) -> float:
+  """Crops/s of the training loop's batch iterator, each batch waited for on the device."""
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from srgan_jax import input_pipeline, train
+  batches = input_pipeline.TrainBatches(data_config, batch, 0,
+                                        NamedSharding(train.make_mesh(), P('data')))
+  iterator = batches.iterate(0, 1 << 30)
+  for _ in range(3):  # Compiles the device part; fills the prefetch queue.
+    jax.block_until_ready(next(iterator)[1])
+  done, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    jax.block_until_ready(next(iterator)[1])
+    done += batch
+  rate = done / (time.perf_counter() - start)
+  iterator.close()
+  return rate
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,38 +74,42 @@ def main():
   parser.add_argument('--crop', type=int, default=96)
   parser.add_argument('--seconds', type=float, default=5.0)
   parser.add_argument('--workers', default=f'1,{os.cpu_count()}',
-                      help='comma list of worker-process counts to measure')
+                      help='comma list of worker-process counts to measure (empty: none)')
   parser.add_argument('--degradation', action='store_true',
-                      help='also time the in-step bicubic degradation on the default device')
+                      help='also time the device part and the in-step bicubic degradation')
   args = parser.parse_args()
 
-  from configs import default
-  from srgan_jax import input_pipeline
-  data = default.get_config().data
-  data.source, data.hr_crop_size = args.source, args.crop
+  import jax
+  from benchmarks import common
+  from srgan_jax import degradation, input_pipeline
+  data = _data_config(args.source, args.crop)
   start = time.perf_counter()
   report = input_pipeline.LoadReport()
   input_pipeline.load_shard(data, 0, 1, report)
   print(f'command: {" ".join(sys.argv)}')
-  print(f'machine: {os.cpu_count()} CPUs; source {args.source}: {report.used} images decoded in '
-        f'{time.perf_counter() - start:.2f} s ({report.bytes / 2**20:.0f} MiB)')
-  for workers in map(int, args.workers.split(',')):
+  print(f'machine: {os.cpu_count()} CPUs, {common.machine()}; source {args.source}: '
+        f'{report.used} images decoded in {time.perf_counter() - start:.2f} s '
+        f'({report.bytes / 2**20:.0f} MiB)')
+  rate = trainer_rate(data, args.batch, args.seconds)
+  print(f'trainer (1 producer thread, {jax.device_count()} devices) batch={args.batch} '
+        f'crop={args.crop}: {rate:,.0f} crops/s')
+  for workers in [int(w) for w in args.workers.split(',') if w]:
     jobs = [(args.source, args.batch, args.crop, args.seconds, w) for w in range(workers)]
     with multiprocessing.get_context('spawn').Pool(workers) as pool:
       rates = pool.map(_worker, jobs)
-    print(f'workers={workers} batch={args.batch} crop={args.crop}: '
+    print(f'workers={workers} (host part only) batch={args.batch} crop={args.crop}: '
           f'{np.mean(rates):,.0f} crops/s per worker, {sum(rates):,.0f} crops/s total')
 
   if args.degradation:
-    import jax
-    from benchmarks import common
-    from srgan_jax import degradation
-    hr = jax.device_put(np.random.default_rng(0).integers(
-        0, 256, (args.batch, args.crop, args.crop, 3), np.uint8))
+    rng = np.random.default_rng(0)
+    hr = jax.device_put(rng.integers(0, 256, (args.batch, args.crop, args.crop, 3), np.uint8))
+    transforms = jax.device_put(rng.integers(0, 8, args.batch).astype(np.int32))
+    turn = jax.jit(input_pipeline.dihedral)
     down = jax.jit(lambda x: degradation.downscale_uint8_batch(x, 4))
-    seconds = common.time_calls(lambda: down(hr), 3, 50)
-    print(f'in-step bicubic x4 degradation, batch {args.batch}: {1e3 * seconds:.3f} ms '
-          f'on {common.machine()}')
+    for name, fn in (('rotations and flips', lambda: turn(hr, transforms)),
+                     ('in-step bicubic x4 degradation', lambda: down(hr))):
+      seconds = common.time_calls(fn, 3, 50)
+      print(f'{name}, batch {args.batch}: {1e3 * seconds:.3f} ms on the device')
 
 
 if __name__ == '__main__':

@@ -119,14 +119,34 @@ def test_batches_are_a_pure_function_of_seed_and_step():
   b = input_pipeline.sample_rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
   c = input_pipeline.sample_rows(shard, seed=1, step=6, shard=0, rows=8, crop_size=32)
   d = input_pipeline.sample_rows(shard, seed=2, step=5, shard=0, rows=8, crop_size=32)
-  np.testing.assert_array_equal(a, b)
-  assert not np.array_equal(a, c) and not np.array_equal(a, d)
-  assert a.shape == (8, 32, 32, 3) and a.dtype == np.uint8
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
+  assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[1], d[1])
+  assert a[0].shape == (8, 32, 32, 3) and a[0].dtype == np.uint8
+  assert a[1].shape == (8,) and set(a[1]) <= set(range(8))
+
+
+def _numpy_dihedral(crop, transform):
+  rotated = np.rot90(crop, transform % 4)
+  return rotated[:, ::-1] if transform >= 4 else rotated
+
+
+def test_dihedral_on_the_device_is_numpy_rotation_then_flip():
+  crops = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3)).astype(np.uint8)
+  transforms = np.arange(16, dtype=np.int32) % 8
+  out = np.asarray(jax.jit(input_pipeline.dihedral)(crops, transforms))
+  assert out.dtype == np.uint8
+  for crop, transform, result in zip(crops, transforms, out):
+    np.testing.assert_array_equal(result, _numpy_dihedral(crop, transform))
 
 
 def test_crops_come_from_the_images_with_dihedral_transforms():
   image = np.random.default_rng(0).integers(0, 256, (40, 40, 3)).astype(np.uint8)
-  rows = input_pipeline.sample_rows([image], seed=0, step=0, shard=0, rows=64, crop_size=40)
+  crops, transforms = input_pipeline.sample_rows([image], seed=0, step=0, shard=0, rows=64,
+                                                 crop_size=40)
+  assert all(np.array_equal(crop, image) for crop in crops)  # Cut as they are.
+  rows = np.asarray(input_pipeline.dihedral(crops, transforms))
   variants = [np.rot90(image, k) for k in range(4)] + [np.rot90(image, k)[:, ::-1] for k in range(4)]
   seen = set()
   for row in rows:
@@ -144,7 +164,8 @@ def test_stream_depends_on_shards_not_processes():
   assert one.shard_ids == [0, 1]
   whole = one.local_batch(7)
   second_shard = input_pipeline.sample_rows(one.shards[1], 3, 7, 1, 4, 32)
-  np.testing.assert_array_equal(whole[4:], second_shard)
+  for x, y in zip(whole, second_shard):
+    np.testing.assert_array_equal(x[4:], y)
 
 
 def test_prefetching_iterator_yields_steps_in_order():
@@ -153,7 +174,9 @@ def test_prefetching_iterator_yields_steps_in_order():
   batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
   seen = [(step, np.asarray(batch)) for step, batch in batches.iterate(3, 7)]
   assert [s for s, _ in seen] == [3, 4, 5, 6]
-  np.testing.assert_array_equal(seen[1][1], batches.local_batch(4))
+  crops, transforms = batches.local_batch(4)
+  expected = np.stack([_numpy_dihedral(c, t) for c, t in zip(crops, transforms)])
+  np.testing.assert_array_equal(seen[1][1], expected)
 
 
 def test_num_shards_must_fit_batch_and_processes():
@@ -208,8 +231,8 @@ def test_tfds_source_reads_each_shard_of_a_prepared_dataset(div2k_on_disk):
   # Every usable train image once, bit for bit, split between the two shards.
   assert sorted(found) == sorted(expected) and all(shards)
   assert sum(len(r.too_small) for r in reports) == 1  # 0003 is 12 pixels high.
-  rows = input_pipeline.sample_rows(shards[0], 0, 0, 0, 4, 16)
-  assert rows.shape == (4, 16, 16, 3) and rows.dtype == np.uint8
+  crops, _ = input_pipeline.sample_rows(shards[0], 0, 0, 0, 4, 16)
+  assert crops.shape == (4, 16, 16, 3) and crops.dtype == np.uint8
 
 
 def test_tfds_missing_feature_is_named(div2k_on_disk):
