@@ -75,11 +75,26 @@ def test_input_pipeline_benchmark_reports_the_trainer_workers_and_device_parts()
     assert re.search(rf'^{part}, batch 4: \d+\.\d+ ms on the device$', result.stdout, re.M)
 
 
+def test_train_loop_benchmark_reports_each_window_the_step_and_the_evaluation(tmp_path):
+  result = run_python(['benchmarks/train_loop.py', '--model=srresnet', '--batch=2', '--crop=32',
+                       '--dtype=float32', '--steps=4', '--log_every=2',
+                       '--source=skimage:chelsea,coffee', '--eval_set=skimage:astronaut',
+                       f'--workdir={tmp_path}', '--step'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  windows = re.findall(r'^srresnet float32 batch 2: steps (\d+) to (\d+): [\d,]+ images/s',
+                       result.stdout, re.M)
+  assert windows == [('0', '2'), ('2', '4')]
+  assert re.search(r'^loop rate \(last window\): [\d,]+ images/s$', result.stdout, re.M)
+  assert re.search(r'^eval/skimage_astronaut/psnr_y: \d+\.\d+$', result.stdout, re.M)
+  assert re.search(r'^bare step: .* the loop runs at x\d+\.\d+ of it$', result.stdout, re.M)
+  assert (tmp_path / 'checkpoints' / '4').is_dir()  # The run's one save, at its end.
+
+
 def test_profile_names_the_layers_of_the_step():
   import jax
   if jax.__version_info__ < (0, 7):  # Python 3.10's newest jax is 0.6.2.
     pytest.skip(f'jax {jax.__version__} records no per-op events on the CPU')
-  result = run_python(['benchmarks/profile_step.py', '--model=srgan', '--batch=2', '--crop=32',
+  result = run_python(['benchmarks/profile_step.py', '--model=srresnet', '--batch=2', '--crop=32',
                        '--dtype=float32', '--steps=1', '--top=5'])
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
