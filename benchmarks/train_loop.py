@@ -69,10 +69,10 @@ def main():
   windows = [r for r in rows if 'images_per_s' in r]
   for row in windows:
     print(f'{args.model} {args.dtype} batch {args.batch}: steps {row["step"] - args.log_every}'
-          f' to {row["step"]}: {row["images_per_s"]:,.0f} images/s '
+          f' to {row["step"]}: {row["images_per_s"]:,.1f} images/s '
           f'({1e3 / row["steps_per_s"]:.3f} ms/step)')
   loop_rate = windows[-1]['images_per_s']
-  print(f'loop rate (last window): {loop_rate:,.0f} images/s')
+  print(f'loop rate (last window): {loop_rate:,.1f} images/s')
   for key, value in sorted(rows[-1].items()):
     if key.startswith('eval/'):
       print(f'{key}: {value:.4f}')
@@ -81,7 +81,7 @@ def main():
     from benchmarks.train_step import StepRunner
     seconds = common.time_calls(StepRunner(loop_config(args), args.model), 3, args.log_every)
     step_rate = args.batch / seconds
-    print(f'bare step: {step_rate:,.0f} images/s ({1e3 * seconds:.3f} ms/step); the loop runs '
+    print(f'bare step: {step_rate:,.1f} images/s ({1e3 * seconds:.3f} ms/step); the loop runs '
           f'at x{loop_rate / step_rate:.2f} of it')
 
 

@@ -81,10 +81,10 @@ def test_train_loop_benchmark_reports_each_window_the_step_and_the_evaluation(tm
                        '--source=skimage:chelsea,coffee', '--eval_set=skimage:astronaut',
                        f'--workdir={tmp_path}', '--step'])
   assert result.returncode == 0, result.stderr[-3000:]
-  windows = re.findall(r'^srresnet float32 batch 2: steps (\d+) to (\d+): [\d,]+ images/s',
+  windows = re.findall(r'^srresnet float32 batch 2: steps (\d+) to (\d+): [\d,.]+ images/s',
                        result.stdout, re.M)
   assert windows == [('0', '2'), ('2', '4')]
-  assert re.search(r'^loop rate \(last window\): [\d,]+ images/s$', result.stdout, re.M)
+  assert re.search(r'^loop rate \(last window\): [\d,.]+ images/s$', result.stdout, re.M)
   assert re.search(r'^eval/skimage_astronaut/psnr_y: \d+\.\d+$', result.stdout, re.M)
   assert re.search(r'^bare step: .* the loop runs at x\d+\.\d+ of it$', result.stdout, re.M)
   assert (tmp_path / 'checkpoints' / '4').is_dir()  # The run's one save, at its end.
