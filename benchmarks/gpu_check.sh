@@ -56,9 +56,9 @@ run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
     --workers=16 --seconds=2 --degradation
 # Training itself: main.py's loop for the SRResNet phase (input thread, copies, one
-# dispatch per step, metrics, a checkpoint, an evaluation), beside the bare step of the
-# same config. It also runs the loop's mechanics end to end on the GPU (the test config's
-# run, which this replaced, took 34 s on an H200).
+# dispatch per step, metrics every 100 steps as the configs log them, a checkpoint, an
+# evaluation), beside the bare step of the same config. It also runs the loop's
+# mechanics end to end on the GPU (the test config's run it replaced took 34 s there).
 run train_loop 45 python3 benchmarks/train_loop.py --model=srresnet --batch=64 \
-    --dtype=bfloat16 --steps=600 --log_every=200 --eval_set=skimage:astronaut --step
+    --dtype=bfloat16 --steps=600 --log_every=100 --eval_set=skimage:astronaut --step
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"
