@@ -50,7 +50,7 @@ run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
 run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
     --output_convs=subpixel4 --torch
-# The input: what the trainer's one producer thread feeds a step (compare with the steps'
+# The input: what the trainer's producer threads feed a step (compare with the steps'
 # images/s), the host part on 16 processes, and the batch's cost on the device.
 run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \

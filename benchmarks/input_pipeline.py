@@ -4,10 +4,11 @@
       [--batch=64] [--seconds=5] [--workers=1,2] [--degradation]
 
 Decoding happens once (timed separately). Then two figures, in crops (HR images) per second:
-- `trainer`: `input_pipeline.TrainBatches.iterate`, the one producer thread a training run
-  has, over all devices: crops cut on the host, sent to the devices, rotated and flipped
-  there. This is the rate the input can feed a training step at; compare it with the
-  step's images/s (`benchmarks/train_step.py`).
+- `trainer`: `input_pipeline.TrainBatches.iterate` as a training run has it (a producer
+  thread per prefetched batch, `config.data.prefetch_batches`), over all devices: crops
+  cut on the host, sent to the devices, rotated and flipped there. This is the rate the
+  input can feed a training step at; compare it with the step's images/s
+  (`benchmarks/train_step.py`).
 - `workers=N`: N processes, each running only the host part (`input_pipeline.sample_rows`)
   for consecutive steps: how that part scales with CPUs.
 With --degradation it also times, on the default device, what the batch costs there: the
@@ -91,8 +92,8 @@ def main():
         f'{report.used} images decoded in {time.perf_counter() - start:.2f} s '
         f'({report.bytes / 2**20:.0f} MiB)')
   rate = trainer_rate(data, args.batch, args.seconds)
-  print(f'trainer (1 producer thread, {jax.device_count()} devices) batch={args.batch} '
-        f'crop={args.crop}: {rate:,.0f} crops/s')
+  print(f'trainer ({data.prefetch_batches} producer threads, {jax.device_count()} devices) '
+        f'batch={args.batch} crop={args.crop}: {rate:,.0f} crops/s')
   for workers in [int(w) for w in args.workers.split(',') if w]:
     jobs = [(args.source, args.batch, args.crop, args.seconds, w) for w in range(workers)]
     with multiprocessing.get_context('spawn').Pool(workers) as pool:

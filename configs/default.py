@@ -74,7 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_shards = 0
   config.data.cache_max_bytes = 16 * 2**30  # Bound on decoded uint8 images per process.
   config.data.decode_threads = 8  # Threads decoding images at start-up.
-  config.data.prefetch_batches = 2  # Batches prepared ahead on the device.
+  # Batches prepared ahead on the device, each by a thread of its own.
+  config.data.prefetch_batches = 2
   # Round LR to uint8 levels after each bicubic pass, as MATLAB does for the
   # official benchmark LR files, so that training LR looks like test LR.
   config.data.quantize_lr = True

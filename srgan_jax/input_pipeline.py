@@ -20,11 +20,11 @@ stream depends on S and not on the process count, 1 process and 2 processes with
 same S train on identical batches.
 """
 
+import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import os
-import queue
-import threading
 from typing import Iterator, Optional, Sequence
 
 import jax
@@ -242,31 +242,25 @@ class TrainBatches:
     return self._dihedral(crops, transforms)
 
   def iterate(self, start_step: int, num_steps: int) -> Iterator[tuple[int, jax.Array]]:
-    """Yields (step, batch) for steps start_step .. num_steps - 1, prepared on a thread."""
-    ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
-    stop = threading.Event()
+    """Yields (step, batch) for steps start_step .. num_steps - 1, in order.
 
-    def produce():
+    `config.data.prefetch_batches` batches are prepared ahead, each on a thread of its
+    own, so the input keeps up with a step that is faster than one thread's batches.
+    An error in preparing a batch is raised here, at that batch's step.
+    """
+    steps = iter(range(start_step, num_steps))
+    with concurrent.futures.ThreadPoolExecutor(self.prefetch,
+                                               thread_name_prefix='train-batches') as pool:
+      pending = collections.deque(
+          (step, pool.submit(self.global_batch_array, step))
+          for step in itertools.islice(steps, self.prefetch))
       try:
-        for step in range(start_step, num_steps):
-          if stop.is_set():
-            return
-          ready.put((step, self.global_batch_array(step)))
-      except BaseException as e:  # Surfaced in the consumer, never lost in the thread.
-        ready.put(e)
-      ready.put(None)
-
-    thread = threading.Thread(target=produce, daemon=True, name='train-batches')
-    thread.start()
-    try:
-      while (item := ready.get()) is not None:
-        if isinstance(item, BaseException):
-          raise item
-        yield item
-    finally:
-      stop.set()
-      while thread.is_alive():  # Unblock a producer waiting on a full queue.
-        try:
-          ready.get_nowait()
-        except queue.Empty:
-          thread.join(timeout=0.05)
+        while pending:
+          step, future = pending.popleft()
+          batch = future.result()
+          for following in itertools.islice(steps, 1):
+            pending.append((following, pool.submit(self.global_batch_array, following)))
+          yield step, batch
+      finally:  # A stopped loop leaves at most the running batches to finish.
+        for _, future in pending:
+          future.cancel()

@@ -1,5 +1,6 @@
 import logging as std_logging
 import os
+import threading
 
 import jax
 import numpy as np
@@ -177,6 +178,31 @@ def test_prefetching_iterator_yields_steps_in_order():
   crops, transforms = batches.local_batch(4)
   expected = np.stack([_numpy_dihedral(c, t) for c, t in zip(crops, transforms)])
   np.testing.assert_array_equal(seen[1][1], expected)
+
+
+@pytest.mark.parametrize('prefetch', [1, 3])
+def test_iterator_raises_a_batch_error_at_its_step_and_stops_early_cleanly(prefetch):
+  data = _data_config('skimage:chelsea', prefetch_batches=prefetch)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
+  prepare = batches.global_batch_array
+
+  def failing(step):
+    if step == 5:
+      raise OSError('disk gone at step 5')
+    return prepare(step)
+
+  batches.global_batch_array = failing
+  seen = []
+  with pytest.raises(OSError, match='disk gone at step 5'):
+    for step, _ in batches.iterate(2, 9):
+      seen.append(step)
+  assert seen == [2, 3, 4]
+  # A loop that stops early (a stop request) leaves no thread behind.
+  batches.global_batch_array = prepare
+  for step, _ in batches.iterate(0, 100):
+    break
+  assert not [t for t in threading.enumerate() if t.name.startswith('train-batches')]
 
 
 def test_num_shards_must_fit_batch_and_processes():
