@@ -50,11 +50,11 @@ run profile 40 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
 run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
     --output_convs=subpixel4 --torch
-# The input: what the trainer's producer threads feed a step (compare with the steps'
-# images/s), the host part on 16 processes, and the batch's cost on the device.
+# The input: what the trainer's producer threads (1, 2 and 4) feed a step, to compare
+# with the steps' images/s, and the batch's cost on the device.
 run input_pipeline 15 python3 benchmarks/input_pipeline.py \
     --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
-    --workers=16 --seconds=2 --degradation
+    --prefetch_batches=1,2,4 --workers= --seconds=1.5 --degradation
 # Training itself: main.py's loop for the SRResNet phase (input thread, copies, one
 # dispatch per step, metrics every 100 steps as the configs log them, a checkpoint, an
 # evaluation), beside the bare step of the same config. It also runs the loop's

@@ -76,6 +76,9 @@ def main():
   parser.add_argument('--seconds', type=float, default=5.0)
   parser.add_argument('--workers', default=f'1,{os.cpu_count()}',
                       help='comma list of worker-process counts to measure (empty: none)')
+  parser.add_argument('--prefetch_batches', default='2',
+                      help='comma list of config.data.prefetch_batches for the trainer figure '
+                           '(its producer threads)')
   parser.add_argument('--degradation', action='store_true',
                       help='also time the device part and the in-step bicubic degradation')
   args = parser.parse_args()
@@ -91,9 +94,11 @@ def main():
   print(f'machine: {os.cpu_count()} CPUs, {common.machine()}; source {args.source}: '
         f'{report.used} images decoded in {time.perf_counter() - start:.2f} s '
         f'({report.bytes / 2**20:.0f} MiB)')
-  rate = trainer_rate(data, args.batch, args.seconds)
-  print(f'trainer ({data.prefetch_batches} producer threads, {jax.device_count()} devices) '
-        f'batch={args.batch} crop={args.crop}: {rate:,.0f} crops/s')
+  for prefetch in map(int, args.prefetch_batches.split(',')):
+    data.prefetch_batches = prefetch
+    rate = trainer_rate(data, args.batch, args.seconds)
+    print(f'trainer ({prefetch} producer threads, {jax.device_count()} devices) '
+          f'batch={args.batch} crop={args.crop}: {rate:,.0f} crops/s')
   for workers in [int(w) for w in args.workers.split(',') if w]:
     jobs = [(args.source, args.batch, args.crop, args.seconds, w) for w in range(workers)]
     with multiprocessing.get_context('spawn').Pool(workers) as pool:

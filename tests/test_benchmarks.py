@@ -66,10 +66,12 @@ def test_upscale_benchmark_times_each_form():
 
 def test_input_pipeline_benchmark_reports_the_trainer_workers_and_device_parts():
   result = run_python(['benchmarks/input_pipeline.py', '--source=skimage:chelsea,coffee',
-                       '--batch=4', '--crop=32', '--seconds=0.2', '--workers=1', '--degradation'])
+                       '--batch=4', '--crop=32', '--seconds=0.2', '--workers=1',
+                       '--prefetch_batches=1,2', '--degradation'])
   assert result.returncode == 0, result.stderr[-3000:]
-  rates = re.findall(r'^(trainer|workers=1) .*: ([\d,]+) crops/s', result.stdout, re.M)
-  assert [name for name, _ in rates] == ['trainer', 'workers=1']
+  rates = re.findall(r'^(trainer \(\d producer|workers=1) .*: ([\d,]+) crops/s', result.stdout,
+                     re.M)
+  assert [name for name, _ in rates] == ['trainer (1 producer', 'trainer (2 producer', 'workers=1']
   assert all(int(rate.replace(',', '')) > 0 for _, rate in rates)
   for part in ('rotations and flips', 'in-step bicubic x4 degradation'):
     assert re.search(rf'^{part}, batch 4: \d+\.\d+ ms on the device$', result.stdout, re.M)
@@ -94,7 +96,7 @@ def test_profile_names_the_layers_of_the_step():
   import jax
   if jax.__version_info__ < (0, 7):  # Python 3.10's newest jax is 0.6.2.
     pytest.skip(f'jax {jax.__version__} records no per-op events on the CPU')
-  result = run_python(['benchmarks/profile_step.py', '--model=srresnet', '--batch=2', '--crop=32',
+  result = run_python(['benchmarks/profile_step.py', '--model=srgan', '--batch=2', '--crop=32',
                        '--dtype=float32', '--steps=1', '--top=5'])
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
