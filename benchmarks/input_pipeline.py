@@ -97,7 +97,8 @@ def main():
   for prefetch in map(int, args.prefetch_batches.split(',')):
     data.prefetch_batches = prefetch
     rate = trainer_rate(data, args.batch, args.seconds)
-    print(f'trainer ({prefetch} producer threads, {jax.device_count()} devices) '
+    print(f'trainer ({prefetch} producer thread{"s" if prefetch > 1 else ""}, '
+          f'{jax.device_count()} devices) '
           f'batch={args.batch} crop={args.crop}: {rate:,.0f} crops/s')
   for workers in [int(w) for w in args.workers.split(',') if w]:
     jobs = [(args.source, args.batch, args.crop, args.seconds, w) for w in range(workers)]
