@@ -579,7 +579,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     def check_finite():
       nonlocal history
-      fetched = [(s, jax.device_get(m)) for s, m in history]
+      # One call for the whole window: its transfers overlap instead of taking turns.
+      fetched = jax.device_get(history)
       history = []
       bad = _first_nonfinite(fetched)
       if bad is not None:
