@@ -1,7 +1,7 @@
 """Training images -> decoded once into memory -> random HR crops -> sharded global batches.
 
 The host cuts the crops and draws each one's rotation and flip; the device applies them
-(`dihedral`), since rotating 3-byte pixels in numpy cost the host 7 times the crop.
+(`dihedral`), since rotating 3-byte pixels in numpy cost the host six times the crop.
 
 Sources (`config.data.source`):
 - 'folder:PATH' (or a bare path): every image file under PATH, recursively.
