@@ -48,20 +48,16 @@ def _worker(args):
   return done / (time.perf_counter() - start)
 
 
-def trainer_rate(data_config, batch: int, seconds: float) -> float:
+def trainer_rate(batches, seconds: float) -> float:
   """Crops/s of the training loop's batch iterator, each batch waited for on the device."""
   import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  from srgan_jax import input_pipeline, train
-  batches = input_pipeline.TrainBatches(data_config, batch, 0,
-                                        NamedSharding(train.make_mesh(), P('data')))
   iterator = batches.iterate(0, 1 << 30)
   for _ in range(3):  # Compiles the device part; fills the prefetch queue.
     jax.block_until_ready(next(iterator)[1])
   done, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
     jax.block_until_ready(next(iterator)[1])
-    done += batch
+    done += batches.global_batch
   rate = done / (time.perf_counter() - start)
   iterator.close()
   return rate
@@ -84,19 +80,19 @@ def main():
   args = parser.parse_args()
 
   import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
   from benchmarks import common
-  from srgan_jax import degradation, input_pipeline
-  data = _data_config(args.source, args.crop)
+  from srgan_jax import degradation, input_pipeline, train
   start = time.perf_counter()
-  report = input_pipeline.LoadReport()
-  input_pipeline.load_shard(data, 0, 1, report)
+  batches = input_pipeline.TrainBatches(_data_config(args.source, args.crop), args.batch, 0,
+                                        NamedSharding(train.make_mesh(), P('data')))
   print(f'command: {" ".join(sys.argv)}')
   print(f'machine: {os.cpu_count()} CPUs, {common.machine()}; source {args.source}: '
-        f'{report.used} images decoded in {time.perf_counter() - start:.2f} s '
-        f'({report.bytes / 2**20:.0f} MiB)')
+        f'{batches.report.used} images decoded in {time.perf_counter() - start:.2f} s '
+        f'({batches.report.bytes / 2**20:.0f} MiB)')
   for prefetch in map(int, args.prefetch_batches.split(',')):
-    data.prefetch_batches = prefetch
-    rate = trainer_rate(data, args.batch, args.seconds)
+    batches.prefetch = prefetch  # What config.data.prefetch_batches sets.
+    rate = trainer_rate(batches, args.seconds)
     print(f'trainer ({prefetch} producer thread{"s" if prefetch > 1 else ""}, '
           f'{jax.device_count()} devices) '
           f'batch={args.batch} crop={args.crop}: {rate:,.0f} crops/s')

@@ -258,7 +258,8 @@ class TrainBatches:
         while pending:
           step, future = pending.popleft()
           batch = future.result()
-          for following in itertools.islice(steps, 1):
+          following = next(steps, None)
+          if following is not None:
             pending.append((following, pool.submit(self.global_batch_array, following)))
           yield step, batch
       finally:  # A stopped loop leaves at most the running batches to finish.
