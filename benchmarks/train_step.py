@@ -48,8 +48,9 @@ def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str,
 class StepRunner:
   """One compiled train step on a fixed HR batch already on the device.
 
-  Calling it runs a step (the state is donated and replaced) and returns the metrics;
-  `compiled` is the executable (its `as_text()` is the optimised HLO).
+  Calling it runs a step (the state is donated and replaced) and returns the metrics,
+  also kept as `metrics`; `compiled` is the executable (its `as_text()` is the optimised
+  HLO).
 
   The state travels between steps as `config.train.state_form` says, as in training
   (`train.uses_packed_state`): `state_form` is 'packed' (one array per dtype,
@@ -75,8 +76,8 @@ class StepRunner:
         self.state, self.hr, self.vgg_params).compile()
 
   def __call__(self):
-    self.state, metrics = self.compiled(self.state, self.hr, self.vgg_params)
-    return metrics
+    self.state, self.metrics = self.compiled(self.state, self.hr, self.vgg_params)
+    return self.metrics
 
 
 def main():
@@ -113,7 +114,10 @@ def main():
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv, 'state_form': runner.state_form,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
-           'tflops': per_image * batch / seconds / 1e12}
+           'tflops': per_image * batch / seconds / 1e12,
+           # The same seed, batch and step count in every run: a compiler flag or conv
+           # form that changes the numerics shows here, not only in the time.
+           'g_loss_last_step': float(runner.metrics['g_loss'])}
     if args.peak_tflops:
       row['mfu'] = row['tflops'] / args.peak_tflops
     if args.torch:

@@ -35,6 +35,10 @@ def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   for row in rows:
     assert row['ms_per_step'] > 0
     assert abs(row['images_per_s'] * row['ms_per_step'] / 1e3 - 2) < 1e-6
+  # The same seed, batch and number of steps: both state forms end at the same loss.
+  for model in ('srresnet', 'srgan'):
+    packed, tree = [r['g_loss_last_step'] for r in rows if r['model'] == model]
+    assert np.isfinite(packed) and abs(packed - tree) <= 1e-4 * abs(packed), (model, packed, tree)
   assert 'model=srgan' in result.stdout and 'machine:' in result.stdout
 
 
