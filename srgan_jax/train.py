@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from srgan_jax import degradation, input_pipeline, losses, metrics_writer, packing
 from srgan_jax.models import Discriminator, Generator, VGG19Features, vgg
+from srgan_jax.models import discriminator as discriminator_lib
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 CONTENT_LOSSES = ('pixel', 'vgg22', 'vgg54')
@@ -203,14 +204,10 @@ def make_train_step(config, adversarial: bool, vgg_source: str = 'random') -> Ca
       fake = jax.lax.stop_gradient(sr)
 
       def d_loss_fn(params):
-        real_logits, updates = discriminator.apply(
-            {'params': params, 'batch_stats': d_batch_stats}, hr, train=True,
-            mutable=['batch_stats'])
-        fake_logits, updates = discriminator.apply(
-            {'params': params, 'batch_stats': updates['batch_stats']}, fake, train=True,
-            mutable=['batch_stats'])
+        real_logits, fake_logits, new_stats = discriminator_lib.apply_to_real_and_fake(
+            discriminator, params, d_batch_stats, hr, fake)
         loss = losses.discriminator_bce(real_logits, fake_logits)
-        return loss, (updates['batch_stats'], real_logits, fake_logits)
+        return loss, (new_stats, real_logits, fake_logits)
 
       (d_loss, (d_batch_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params)

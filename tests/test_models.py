@@ -3,7 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from srgan_jax import losses
 from srgan_jax.models import Discriminator, Generator, VGG19Features
+from srgan_jax.models.discriminator import apply_to_real_and_fake
 from srgan_jax.models.layers import pixel_shuffle
 from srgan_jax.train import count_params
 
@@ -47,6 +49,42 @@ def test_discriminator_logits_shape_and_size_follows_input():
   assert dense.shape == (6 * 6 * 512, 1024)
   logits = jax.eval_shape(lambda v: d.apply(v, jnp.zeros((3, 96, 96, 3))), variables)
   assert logits.shape == (3,)
+
+
+def test_discriminator_on_real_and_fake_in_one_call_equals_two_calls():
+  # The train step's one vmapped call must give what two calls in a row give: each
+  # batch's own BatchNorm statistics, and the running statistics after real, then fake.
+  d = Discriminator(features=(8, 8, 16, 16), dense_features=16)
+  rng = np.random.default_rng(0)
+  real, fake = (jnp.asarray(rng.uniform(-1, 1, (3, 32, 32, 3)), jnp.float32) for _ in range(2))
+  variables = d.init(jax.random.PRNGKey(0), real[:1])
+  # Running statistics away from their initial zeros and ones, so a wrong blend shows.
+  stats = jax.tree.map(lambda s: s + jnp.asarray(rng.uniform(0.5, 1.5, s.shape), s.dtype),
+                       variables['batch_stats'])
+
+  def two_calls(params):
+    real_logits, updates = d.apply({'params': params, 'batch_stats': stats}, real,
+                                   train=True, mutable=['batch_stats'])
+    fake_logits, updates = d.apply({'params': params, 'batch_stats': updates['batch_stats']},
+                                   fake, train=True, mutable=['batch_stats'])
+    return losses.discriminator_bce(real_logits, fake_logits), (
+        real_logits, fake_logits, updates['batch_stats'])
+
+  def one_call(params):
+    real_logits, fake_logits, new_stats = apply_to_real_and_fake(d, params, stats, real, fake)
+    return losses.discriminator_bce(real_logits, fake_logits), (
+        real_logits, fake_logits, new_stats)
+
+  (loss2, aux2), grads2 = jax.value_and_grad(two_calls, has_aux=True)(variables['params'])
+  (loss1, aux1), grads1 = jax.value_and_grad(one_call, has_aux=True)(variables['params'])
+  np.testing.assert_allclose(loss1, loss2, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), aux1, aux2)
+  for name in grads2:
+    for leaf in grads2[name]:
+      if leaf == 'bias' and name.startswith('conv') and name != 'conv0':
+        continue  # A conv bias before BatchNorm has no gradient: both are float noise.
+      g1, g2 = grads1[name][leaf], grads2[name][leaf]
+      assert float(jnp.max(jnp.abs(g1 - g2))) <= 1e-3 * float(jnp.max(jnp.abs(g2))), (name, leaf)
 
 
 def test_vgg_truncates_after_requested_layer():
