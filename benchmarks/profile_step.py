@@ -1,18 +1,28 @@
-"""Where one train step's device time goes, op by op, with the layer each op came from.
+"""Where one train step's device time goes, op by op, and where the device sits idle.
 
   python benchmarks/profile_step.py --model=srgan --batch=64 --dtype=bfloat16 \
-      [--output_conv=direct] [--steps=5] [--top=40] [--trace_dir=DIR]
+      [--output_conv=direct] [--steps=5] [--top=40] [--graphs] [--trace_dir=DIR]
 
 Runs the compiled step a few times under `jax.profiler` (the trace, for Perfetto or
 TensorBoard, is kept in --trace_dir), then sums the device time of every op the step's
-executable ran (trace events that carry an `hlo_op`), and prints the largest ones per
-step with their share, output shape and the source op they came from (the HLO's
-`op_name` metadata, which names the module path, e.g. `.../Generator/conv_out/...`).
-Totals by network (Generator, Discriminator, VGG19Features, other) close the report.
-The first line compares the ops' device time with the wall step: a small share means
-the device idles between kernels, and a faster kernel would not make the step faster.
-The second gives the host's cost of passing the step's arguments (the state's leaves) to
-a compiled call, which is part of that idle time.
+executable ran (trace events that carry an `hlo_op`; on a GPU also the stream's kernels
+that carry none), and prints:
+- the summary: the ops' device time against the wall step. A small share means the
+  device idles between kernels, and a faster kernel would not make the step faster;
+- the idle time under the profiler, as gaps between the kernels' intervals: their number,
+  median and longest. Even gaps are a cost per kernel; a few long ones are a wait;
+- the largest ops per step with their share, output shape and the source op they came
+  from (the HLO's `op_name` metadata, which names the module path, e.g.
+  `.../Generator/conv_out/...`), and the totals by network (Generator, Discriminator,
+  VGG19Features, other);
+- the longest gaps, each with the ops before and after it;
+- the host's cost of passing the step's arguments (the state's leaves) to a compiled
+  call, which is part of the idle time.
+XLA turns its command buffers (CUDA graphs) off while a profiler runs, so the first
+profile launches every kernel from the host, as training does not. --graphs profiles the
+step again, compiled with `xla_enable_command_buffers_during_profiling`, to show the idle
+time as training has it; kernels inside a graph carry no op name and are listed by the
+kernel's own name.
 """
 
 import argparse
@@ -76,6 +86,37 @@ def trace_events(trace_dir: str) -> list:
   return events['traceEvents'] if isinstance(events, dict) else events
 
 
+def device_threads(events: list) -> set:
+  """(pid, tid) of the GPU streams in a trace: the threads of `/device:` processes whose
+  name starts with 'Stream' where any does, else all their threads. Empty on the CPU,
+  whose ops run on host threads."""
+  devices = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
+             and str(e['args'].get('name', '')).startswith('/device:')}
+  threads = {(e['pid'], e.get('tid')): str(e['args'].get('name', '')) for e in events
+             if e.get('ph') == 'M' and e.get('name') == 'thread_name' and e['pid'] in devices}
+  streams = {key for key, name in threads.items() if name.startswith('Stream')}
+  if streams:
+    return streams
+  return {(e['pid'], e.get('tid')) for e in events if e.get('pid') in devices}
+
+
+def kernel_key(events: list, ops: dict):
+  """key(event) -> the op or kernel an event ran, or None for any other event.
+
+  An op of the step's executable is named by its HLO instruction (`hlo_op`; another
+  executable's op is None); a kernel that carries none (one launched from a CUDA graph, i.e. XLA's command buffers, or a
+  copy) is named by the event, if it ran on a GPU stream.
+  """
+  streams = device_threads(events)
+
+  def key(event):
+    op = (event.get('args') or {}).get('hlo_op')
+    if op is not None:  # Another executable's op is not the step's.
+      return op if op in ops else None
+    return event.get('name') if (event.get('pid'), event.get('tid')) in streams else None
+  return key
+
+
 def op_times(events: list, key) -> dict:
   """key(event) -> [total microseconds, event count] over complete events where key is set."""
   totals = collections.defaultdict(lambda: [0.0, 0])
@@ -85,6 +126,28 @@ def op_times(events: list, key) -> dict:
       totals[name][0] += float(event.get('dur', 0))
       totals[name][1] += 1
   return dict(totals)
+
+
+def idle_gaps(events: list, key) -> list:
+  """[(microseconds, op before, op after)]: each stretch the device spent idle.
+
+  The union of the kernels' intervals is the time the device was busy; the gaps between
+  its pieces are idle time, each named by the kernels on either side. Many even gaps
+  point at a fixed cost per kernel (launching it); a few long ones at something the
+  device waits for (the host, a copy, a synchronisation).
+  """
+  spans = sorted((float(e['ts']), float(e['ts']) + float(e.get('dur', 0)), name)
+                 for e in events if e.get('ph') == 'X' and (name := key(e)))
+  gaps = []
+  if not spans:
+    return gaps
+  _, busy_until, last = spans[0]
+  for start, end, name in spans[1:]:
+    if start > busy_until:
+      gaps.append((start - busy_until, last, name))
+    if end >= busy_until:
+      busy_until, last = end, name
+  return gaps
 
 
 def step_line(wall_s: float, totals, steps: int) -> str:
@@ -102,6 +165,18 @@ def step_line(wall_s: float, totals, steps: int) -> str:
   return (f'step: {wall_ms:.3f} ms wall (timed without the profiler); device time of its '
           f'ops: {busy_ms:.3f} ms per step, {busy_ms / wall_ms:.0%} of the wall step; '
           f'{kernels:.0f} kernels per step, {idle}')
+
+
+def idle_line(gaps: list, steps: int) -> str:
+  """How the idle time under the profiler is spread: its total per step, the number of
+  gaps and their median, 90th percentile and longest."""
+  if not gaps:
+    return 'idle: none under the profiler (the ops\' intervals leave no gap)'
+  micros = sorted(gap for gap, _, _ in gaps)
+  quantile = lambda q: micros[min(len(micros) - 1, int(q * len(micros)))]
+  return (f'idle: {sum(micros) / 1e3 / steps:.3f} ms per step under the profiler, in '
+          f'{len(micros) / steps:.0f} gaps per step: median {quantile(0.5):.1f} us, 90th '
+          f'percentile {quantile(0.9):.1f} us, longest {micros[-1]:.1f} us')
 
 
 def dispatch_line(run: StepRunner, iters: int = 100) -> str:
@@ -129,6 +204,52 @@ def network_of(op_name: str) -> str:
   return 'other'
 
 
+def report(run: StepRunner, steps: int, top: int, trace_dir: str):
+  """Times `run`, profiles `steps` more of its steps into trace_dir and prints the summary,
+  the idle time, the `top` ops or kernels by device time, the time by network and the
+  `top` longest gaps."""
+  ops = hlo_ops(run.compiled.as_text())
+  wall = common.time_calls(run, 2, steps)
+  jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+  for _ in range(steps):
+    metrics = run()
+  jax.block_until_ready(metrics)
+  jax.profiler.stop_trace()
+
+  events = trace_events(trace_dir)
+  key = kernel_key(events, ops)
+  totals = op_times(events, key)
+  if not totals:  # E.g. jax 0.6's CPU profiler, which records no op at all.
+    sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
+             f'{jax.default_backend()}); trace: {trace_dir}')
+  named = sum(op in ops for op in totals)
+  print(f'{step_line(wall, totals.values(), steps)} ({named} distinct ops of the step, '
+        f'{len(totals) - named} kernels without an op name)')
+  gaps = idle_gaps(events, key)
+  print(idle_line(gaps, steps))
+  print(f'trace: {trace_dir}')
+  # An op without metadata is named by its instruction; a kernel without an op name ran
+  # in a CUDA graph (or is a copy), and its own name is all there is.
+  source = lambda op: (ops[op][1] or op) if op in ops else f'kernel {op}'
+  busy_ms = sum(t for t, _ in totals.values()) / 1e3 / steps
+  print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
+  by_network = collections.Counter()
+  ranked = sorted(totals.items(), key=lambda item: -item[1][0])
+  for rank, (op, (micros, count)) in enumerate(ranked):
+    ms = micros / 1e3 / steps
+    by_network[network_of(source(op))] += ms
+    if rank < top:
+      shape = ops[op][0] if op in ops else ''
+      print(f'{ms:9.3f} {ms / busy_ms:6.1%} {count // steps:5d}  {op:<28.28} '
+            f'{shape:<24.24} {source(op)[-110:]}')
+  print('by network: ' + ', '.join(f'{name} {ms:.3f} ms ({ms / busy_ms:.1%})'
+                                   for name, ms in by_network.most_common()))
+  print(f'longest gaps ({min(top, len(gaps))} of {len(gaps)} in {steps} steps), with the ops '
+        f'before and after:')
+  for micros, before, after in sorted(gaps, key=lambda gap: -gap[0])[:top]:
+    print(f'{micros:9.1f} us  after {source(before)[-70:]}  before {source(after)[-70:]}')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,58 +263,27 @@ def main():
                       help='config.train.state_form: auto (as training on this backend), '
                            'packed or tree')
   parser.add_argument('--steps', type=int, default=5, help='profiled steps (after 2 warm-up)')
-  parser.add_argument('--top', type=int, default=40, help='ops listed')
-  parser.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp dir)')
+  parser.add_argument('--top', type=int, default=40, help='ops and gaps listed')
+  parser.add_argument('--graphs', action='store_true',
+                      help='then profile the step again, compiled to keep XLA\'s command '
+                           'buffers (CUDA graphs) on under the profiler, as they run '
+                           'without it; the first profile launches each kernel on its own')
+  parser.add_argument('--trace_dir', default='', help='keep the traces here (default: a temp dir)')
   args = common.parse_args(parser)
 
   config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
                        args.state_form)
   run = StepRunner(config, args.model)
-  ops = hlo_ops(run.compiled.as_text())
-  wall = common.time_calls(run, 2, args.steps)
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='srgan_jax_profile_')
-  jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-  for _ in range(args.steps):
-    metrics = run()
-  jax.block_until_ready(metrics)
-  jax.profiler.stop_trace()
-
-  events = trace_events(trace_dir)
-  times = op_times(events, lambda e: (e.get('args') or {}).get('hlo_op'))
-  ours = {op: t for op, t in times.items() if op in ops}
-  if ours:
-    totals = ours
-    what = f'{len(ours)} distinct ops; {len(times) - len(ours)} other traced ops ignored'
-  else:  # A profiler that does not tag ops: count what the device processes ran.
-    # Kernels launched from a CUDA graph (XLA's command buffers) carry no op name.
-    devices = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
-               and str(e['args'].get('name', '')).startswith('/device:')}
-    totals = op_times(events, lambda e: e['name'] if e.get('pid') in devices else None)
-    if not totals:  # E.g. jax 0.6's CPU profiler, which records no op at all.
-      sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
-               f'{jax.default_backend()}); trace: {trace_dir}')
-    what = 'device events: no traced event names an op of the step'
-  print(f'{step_line(wall, totals.values(), args.steps)} ({what})')
+  print('== ops launched one by one (XLA turns command buffers off under a profiler)')
+  report(run, args.steps, args.top, os.path.join(trace_dir, 'ops'))
   print(dispatch_line(run))
-  print(f'trace: {trace_dir}')
-  if not ours:
-    for name, (micros, count) in sorted(totals.items(), key=lambda i: -i[1][0])[:args.top]:
-      ms = micros / 1e3 / args.steps
-      print(f'{ms:9.3f} ms/step {count // args.steps:5d} calls  {name[:150]}')
-    return
-  busy_ms = sum(t for t, _ in ours.values()) / 1e3 / args.steps
-  print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
-  by_network = collections.Counter()
-  ranked = sorted(ours.items(), key=lambda item: -item[1][0])
-  for rank, (op, (micros, count)) in enumerate(ranked):
-    ms = micros / 1e3 / args.steps
-    shape, op_name = ops[op]
-    by_network[network_of(op_name)] += ms
-    if rank < args.top:
-      print(f'{ms:9.3f} {ms / busy_ms:6.1%} {count // args.steps:5d}  {op:<28.28} '
-            f'{shape:<24.24} {op_name[-110:]}')
-  print('by network: ' + ', '.join(f'{name} {ms:.3f} ms ({ms / busy_ms:.1%})'
-                                   for name, ms in by_network.most_common()))
+  if args.graphs:
+    print('== command buffers kept on under the profiler '
+          '(--xla_enable_command_buffers_during_profiling)')
+    run.compiled = run.lowered.compile(
+        compiler_options={'xla_enable_command_buffers_during_profiling': True})
+    report(run, args.steps, args.top, os.path.join(trace_dir, 'graphs'))
 
 
 if __name__ == '__main__':

@@ -50,7 +50,8 @@ class StepRunner:
 
   Calling it runs a step (the state is donated and replaced) and returns the metrics,
   also kept as `metrics`; `compiled` is the executable (its `as_text()` is the optimised
-  HLO).
+  HLO), and `lowered` the step before compiling, for a caller that compiles it again
+  with other XLA options (`lowered.compile(compiler_options={...})`) and swaps it in.
 
   The state travels between steps as `config.train.state_form` says, as in training
   (`train.uses_packed_state`): `state_form` is 'packed' (one array per dtype,
@@ -72,8 +73,9 @@ class StepRunner:
                                state_packing, vgg_packing)
     self.state = jax.jit(state_packing.pack)(self.state)
     self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
-    self.compiled = jax.jit(step, donate_argnums=(0,)).lower(
-        self.state, self.hr, self.vgg_params).compile()
+    self.lowered = jax.jit(step, donate_argnums=(0,)).lower(self.state, self.hr,
+                                                            self.vgg_params)
+    self.compiled = self.lowered.compile()
 
   def __call__(self):
     self.state, self.metrics = self.compiled(self.state, self.hr, self.vgg_params)

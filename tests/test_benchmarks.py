@@ -96,30 +96,94 @@ def test_train_loop_benchmark_reports_each_window_the_step_and_the_evaluation(tm
   assert (tmp_path / 'checkpoints' / '4').is_dir()  # The run's one save, at its end.
 
 
-def test_profile_names_the_layers_of_the_step():
+def _section(lines, title_start):
+  """The lines of one profile report, from its '== ' title to the next."""
+  first = next(i for i, line in enumerate(lines) if line.startswith('== ' + title_start))
+  rest = [i for i, line in enumerate(lines) if line.startswith('== ') and i > first]
+  return lines[first + 1:rest[0] if rest else len(lines)]
+
+
+def test_profile_names_the_layers_of_the_step_and_its_idle_gaps():
   import jax
   if jax.__version_info__ < (0, 7):  # Python 3.10's newest jax is 0.6.2.
     pytest.skip(f'jax {jax.__version__} records no per-op events on the CPU')
   result = run_python(['benchmarks/profile_step.py', '--model=srgan', '--batch=2', '--crop=32',
-                       '--dtype=float32', '--steps=1', '--top=5'])
+                       '--dtype=float32', '--steps=1', '--top=5', '--graphs'])
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
-  summary = next(line for line in lines if line.startswith('step: '))
-  busy = float(summary.split('device time of its ops: ')[1].split(' ms')[0])
-  wall = float(summary.split('step: ')[1].split(' ms')[0])
-  share = float(summary.split(' ms per step, ')[1].split('%')[0])
-  kernels = int(summary.split('of the wall step; ')[1].split(' kernels')[0])
-  assert busy > 0 and wall > 0 and kernels > 100  # The SRGAN step has hundreds of ops.
-  assert share == pytest.approx(100 * busy / wall, abs=0.6)  # Printed to whole percents.
-  host = lines[lines.index(summary) + 1]
+  # Both profiles report in full; the CPU has no command buffers, so the second profile
+  # (the step compiled with them kept on under the profiler) sees the same ops.
+  for title in ('ops launched one by one', 'command buffers kept on'):
+    section = _section(lines, title)
+    summary = section[0]
+    assert summary.startswith('step: ')
+    busy = float(summary.split('device time of its ops: ')[1].split(' ms')[0])
+    wall = float(summary.split('step: ')[1].split(' ms')[0])
+    share = float(summary.split(' ms per step, ')[1].split('%')[0])
+    kernels = int(summary.split('of the wall step; ')[1].split(' kernels')[0])
+    assert busy > 0 and wall > 0 and kernels > 100  # The SRGAN step has hundreds of ops.
+    assert share == pytest.approx(100 * busy / wall, abs=0.6)  # Printed to whole percents.
+    assert f'({kernels} distinct ops of the step, 0 kernels without an op name)' in summary
+    idle = re.fullmatch(r'idle: ([\d.]+) ms per step under the profiler, in (\d+) gaps per '
+                        r'step: median ([\d.]+) us, 90th percentile ([\d.]+) us, longest '
+                        r'([\d.]+) us', section[1])
+    assert idle, section[1]
+    idle_ms, gaps, median, p90, longest = map(float, idle.groups())
+    assert 0 < gaps < kernels and 0 < median <= p90 <= longest <= 1e3 * idle_ms
+    assert section[2].startswith('trace: ')
+    listed = section[4:9]
+    assert len(listed) == 5 and all('%' in line for line in listed)
+    by_network = section[9]
+    shares = {part.split()[0]: float(part.split()[1])
+              for part in by_network[len('by network: '):].split(', ')}
+    assert {'Generator', 'Discriminator', 'VGG19Features'} <= set(shares)
+    assert abs(sum(shares.values()) - busy) < 0.01 * busy
+    assert section[10].startswith('longest gaps (5 of ')
+    gap_us = [float(line.split()[0]) for line in section[11:16]]
+    assert gap_us[0] == pytest.approx(longest, abs=0.1) and gap_us == sorted(gap_us)[::-1]
+    assert all(' after ' in line and ' before ' in line for line in section[11:16])
+  host = _section(lines, 'ops launched one by one')[16]
   assert host.startswith('host: ') and float(host.split()[1]) > 0
-  listed = lines[lines.index(summary) + 4:][:5]
-  assert len(listed) == 5 and all('%' in line for line in listed)
-  by_network = next(line for line in lines if line.startswith('by network: '))
-  shares = {part.split()[0]: float(part.split()[1])
-            for part in by_network[len('by network: '):].split(', ')}
-  assert {'Generator', 'Discriminator', 'VGG19Features'} <= set(shares)
-  assert abs(sum(shares.values()) - busy) < 0.01 * busy
+
+
+def _event(name, ts, dur, pid=1, tid=1, op=None):
+  return {'ph': 'X', 'name': name, 'ts': ts, 'dur': dur, 'pid': pid, 'tid': tid,
+          'args': {'hlo_op': op} if op else {}}
+
+
+def test_idle_gaps_are_the_holes_in_the_union_of_the_kernels():
+  from benchmarks import profile_step
+  events = [_event('a', 0, 10), _event('b', 2, 3),  # b lies inside a: no gap after b.
+            _event('c', 15, 5), _event('d', 18, 10),  # Overlapping: one busy stretch.
+            _event('e', 40, 1), _event('skipped', 30, 5)]
+  key = lambda event: event['name'] if event['name'] != 'skipped' else None
+  assert profile_step.idle_gaps(events, key) == [(5.0, 'a', 'c'), (12.0, 'd', 'e')]
+  assert profile_step.idle_gaps([], key) == []
+  line = profile_step.idle_line([(5.0, 'a', 'c'), (12.0, 'd', 'e')], steps=1)
+  assert line.startswith('idle: 0.017 ms per step under the profiler, in 2 gaps per step: ')
+  assert line.endswith('longest 12.0 us')
+
+
+def test_kernel_key_takes_the_steps_ops_and_the_gpu_streams_unnamed_kernels():
+  """On a GPU, kernels launched from a CUDA graph carry no `hlo_op`; they count if they
+  ran on a stream. Host events, and the device's derived lines, do not."""
+  from benchmarks import profile_step
+  meta = [{'ph': 'M', 'pid': 1, 'name': 'process_name', 'args': {'name': '/host:CPU'}},
+          {'ph': 'M', 'pid': 2, 'name': 'process_name', 'args': {'name': '/device:GPU:0'}},
+          {'ph': 'M', 'pid': 2, 'tid': 7, 'name': 'thread_name', 'args': {'name': 'Stream #7'}},
+          {'ph': 'M', 'pid': 2, 'tid': 9, 'name': 'thread_name', 'args': {'name': 'XLA Modules'}}]
+  ops = {'fusion.1': ('f32[2]', 'jit(step)/Generator/conv1')}
+  events = meta + [_event('host work', 0, 1, pid=1, tid=3),
+                   _event('fusion.1', 0, 1, pid=1, tid=3, op='fusion.1'),  # CPU op.
+                   _event('fusion.9', 0, 1, pid=2, tid=7, op='fusion.9'),  # Not the step's.
+                   _event('sm90_xmma_conv', 2, 1, pid=2, tid=7),  # In a CUDA graph.
+                   _event('jit_step', 0, 9, pid=2, tid=9)]
+  key = profile_step.kernel_key(events, ops)
+  assert [key(e) for e in events[len(meta):]] == [None, 'fusion.1', None, 'sm90_xmma_conv',
+                                                  None]
+  # Without thread names, every thread of a device process is a stream.
+  key = profile_step.kernel_key(meta[:2] + events[len(meta):], ops)
+  assert key(events[-1]) == 'jit_step'
 
 
 def _gpu_check_script() -> str:
