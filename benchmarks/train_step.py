@@ -12,6 +12,12 @@ run, and the JAX/PyTorch ratio printed. --output_convs times each form of G's ou
 times the step with the state packed into one array per dtype or as its pytree of
 hundreds of arrays (`config.train.state_form`); the default, 'auto', is what training
 runs on this backend, and each row names the form it timed.
+
+--compiler_options compiles each variant once per set of XLA options (e.g.
+"-;xla_gpu_experimental_enable_conv_fusion=true": the defaults, then the fusion), with
+the ratio to the first set. The same step's time varies between processes by more than
+many options change it, so --rounds=N builds every variant first, then times them in
+turn N times and reports the median and each round: a comparison inside one process.
 """
 
 import argparse
@@ -20,6 +26,7 @@ import itertools
 import json
 import os
 import sys
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,7 +66,7 @@ class StepRunner:
   difference is the host's per-array cost of a call).
   """
 
-  def __init__(self, config, model: str):
+  def __init__(self, config, model: str, compiler_options: Optional[dict] = None):
     train.validate_config(config)
     self.state_form = 'packed' if train.uses_packed_state(config) else 'tree'
     batch, crop = config.train.batch_size, config.data.hr_crop_size
@@ -75,11 +82,36 @@ class StepRunner:
     self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
     self.lowered = jax.jit(step, donate_argnums=(0,)).lower(self.state, self.hr,
                                                             self.vgg_params)
-    self.compiled = self.lowered.compile()
+    self.compiled = self.lowered.compile(compiler_options=compiler_options or None)
 
   def __call__(self):
     self.state, self.metrics = self.compiled(self.state, self.hr, self.vgg_params)
     return self.metrics
+
+
+def parse_compiler_options(text: str) -> list:
+  """'-;xla_a=true xla_b=X,Y' -> [{}, {'xla_a': True, 'xla_b': 'X,Y'}]: one set of XLA
+  options per variant, sets split by ';', options by spaces; '-' or nothing: defaults."""
+  option_sets = []
+  for part in text.split(';'):
+    options = {}
+    for item in part.split():
+      if item == '-':
+        continue
+      name, equals, value = item.partition('=')
+      if not equals or not name.startswith('xla_'):
+        raise ValueError(f'compiler option {item!r}: expected xla_NAME=VALUE')
+      # XLA takes booleans and numbers as such, not as strings.
+      parsed = {'true': True, 'false': False}.get(value.lower(), value)
+      options[name] = int(value) if value.lstrip('-').isdigit() else parsed
+    option_sets.append(options)
+  return option_sets
+
+
+def options_label(options: dict) -> str:
+  """The options as written on the command line; '-' for none."""
+  text = lambda value: str(value).lower() if isinstance(value, bool) else str(value)
+  return ' '.join(f'{name}={text(value)}' for name, value in options.items()) or '-'
 
 
 def main():
@@ -95,7 +127,17 @@ def main():
   parser.add_argument('--state_forms', default='auto',
                       help='comma list of config.train.state_form: '
                            + ', '.join(train.STATE_FORMS) + ' (auto: as training on this backend)')
-  parser.add_argument('--warmup', type=int, default=3, help='untimed steps (compile included)')
+  parser.add_argument('--compiler_options', default='-',
+                      help='XLA option sets to compile each step with, one variant each: '
+                           'sets split by ";", options by spaces, "-" for the defaults, e.g. '
+                           '"-;xla_gpu_experimental_enable_conv_fusion=true" (XLA_FLAGS apply '
+                           'to every set)')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='time every variant this many times, taking turns (all are built '
+                           'first), and report the median: a comparison inside one process, '
+                           'clear of the spread between processes')
+  parser.add_argument('--warmup', type=int, default=3,
+                      help='untimed steps before each timing (compile included)')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help='device peak for MFU, e.g. 989 (H100 SXM bf16 dense); 0: no MFU')
@@ -103,23 +145,37 @@ def main():
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
   args = common.parse_args(parser)
-  crop_flop_scale = (args.crop / 96) ** 2
-  torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
-  for model, batch, dtype, output_conv, state_form in itertools.product(
+  option_sets = parse_compiler_options(args.compiler_options)
+  variants = list(itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
-      args.output_convs.split(','), args.state_forms.split(',')):
+      args.output_convs.split(','), args.state_forms.split(','), range(len(option_sets))))
+
+  def build(variant):
+    model, batch, dtype, output_conv, state_form, options = variant
+    return StepRunner(step_config(model, batch, dtype, args.crop, output_conv, state_form),
+                      model, option_sets[options])
+
+  torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
+  first_options_seconds = {}  # The variant without its options -> seconds with the first set.
+
+  def report(variant, runner, seconds_per_round):
+    model, batch, dtype, output_conv, state_form, options = variant
+    seconds = float(np.median(seconds_per_round))
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
-                 else common.SRRESNET_STEP_FLOP_PER_IMAGE) * crop_flop_scale
-    config = step_config(model, batch, dtype, args.crop, output_conv, state_form)
-    runner = StepRunner(config, model)
-    seconds = common.time_calls(runner, args.warmup, args.iters)
+                 else common.SRRESNET_STEP_FLOP_PER_IMAGE) * (args.crop / 96) ** 2
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv, 'state_form': runner.state_form,
+           'compiler_options': options_label(option_sets[options]),
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12,
            # The same seed, batch and step count in every run: a compiler flag or conv
            # form that changes the numerics shows here, not only in the time.
            'g_loss_last_step': float(runner.metrics['g_loss'])}
+    if args.rounds > 1:
+      row['ms_per_round'] = [round(1e3 * s, 4) for s in seconds_per_round]
+    if len(option_sets) > 1:
+      baseline = first_options_seconds.setdefault(variant[:-1], seconds)
+      row['speedup_over_first_options'] = baseline / seconds
     if args.peak_tflops:
       row['mfu'] = row['tflops'] / args.peak_tflops
     if args.torch:
@@ -136,6 +192,20 @@ def main():
     if args.json:
       with open(args.json, 'a') as f:
         f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
+
+  if args.rounds == 1:  # Each variant built, timed and freed in turn; rows print as they come.
+    for variant in variants:
+      runner = build(variant)
+      report(variant, runner, [common.time_calls(runner, args.warmup, args.iters)])
+      del runner
+    return
+  runners = [build(variant) for variant in variants]
+  seconds = [[] for _ in variants]
+  for _ in range(args.rounds):
+    for runner, times in zip(runners, seconds):
+      times.append(common.time_calls(runner, args.warmup, args.iters))
+  for variant, runner, times in zip(variants, runners, seconds):
+    report(variant, runner, times)
 
 
 if __name__ == '__main__':

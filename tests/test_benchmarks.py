@@ -42,6 +42,39 @@ def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   assert 'model=srgan' in result.stdout and 'machine:' in result.stdout
 
 
+def test_compiler_options_parse_into_one_set_per_variant():
+  from benchmarks.train_step import options_label, parse_compiler_options
+  sets = parse_compiler_options('-;xla_a=true xla_b=FUSION,CUBLAS xla_c=-2 ;xla_a=False')
+  assert sets == [{}, {'xla_a': True, 'xla_b': 'FUSION,CUBLAS', 'xla_c': -2}, {'xla_a': False}]
+  assert [options_label(s) for s in sets] == ['-', 'xla_a=true xla_b=FUSION,CUBLAS xla_c=-2',
+                                              'xla_a=false']
+  for bad in ('xla_a', 'a=1', '-;conv_fusion=true'):
+    with pytest.raises(ValueError, match='expected xla_NAME=VALUE'):
+      parse_compiler_options(bad)
+
+
+def test_train_step_benchmark_compares_compiler_options_in_rounds(tmp_path):
+  out = tmp_path / 'rows.jsonl'
+  result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
+                       '--dtypes=float32', '--crop=32', '--warmup=1', '--iters=1', '--rounds=3',
+                       '--compiler_options=-;xla_backend_optimization_level=1',
+                       f'--json={out}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = _rows(out)
+  assert [r['compiler_options'] for r in rows] == ['-', 'xla_backend_optimization_level=1']
+  for row in rows:
+    assert len(row['ms_per_round']) == 3
+    assert row['ms_per_step'] == pytest.approx(np.median(row['ms_per_round']), rel=1e-3)
+  assert rows[0]['speedup_over_first_options'] == 1.0
+  assert rows[1]['speedup_over_first_options'] == pytest.approx(
+      rows[0]['ms_per_step'] / rows[1]['ms_per_step'])
+  # The options reach the compiler: one it does not know stops the run, by name.
+  result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
+                       '--dtypes=float32', '--crop=32', '--warmup=1', '--iters=1',
+                       '--compiler_options=xla_no_such_option=1'])
+  assert result.returncode != 0 and "No such compile option: 'xla_no_such_option'" in result.stderr
+
+
 def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
   from benchmarks import layers
   out = tmp_path / 'layers.jsonl'
