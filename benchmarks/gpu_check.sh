@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one run (under 8 minutes on one H100/H200: each part
 # has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
-# PARTS="train_step profile" runs only the parts named (default: all).
+# PARTS="train_step profile" runs only the parts named (default: all). Probes, at the
+# end, are experiments that run only when PARTS names them, each within 8 minutes.
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
 # benchmarks/out; few files, since a device session returns only a few); copy them to
 # benchmarks/RESULTS.md.
@@ -31,6 +32,10 @@ run() {  # run NAME TIMEOUT_S COMMAND...
   echo "== $name ($(date -u +%T), limit ${limit} s): $*" | tee -a "$OUT/gpu_check.txt"
   timeout "$limit" "$@" 2>&1 | grep -v -E "^(I|W)[0-9]{4} |Unable to initialize backend" \
       | tee -a "$OUT/gpu_check.txt"
+}
+probe() {  # probe NAME TIMEOUT_S COMMAND...: as run, but only when PARTS names it
+  [[ " $PARTS " == *" $1 "* ]] || return 0
+  run "$@"
 }
 
 # Compiling dominates the run (an SRGAN step: about 40 s with autotuning on an H200, jax
@@ -63,4 +68,21 @@ run input_pipeline 15 python3 benchmarks/input_pipeline.py \
 # mechanics end to end on the GPU (the test config's run it replaced took 34 s there).
 run train_loop 45 python3 benchmarks/train_loop.py --model=srresnet --batch=64 \
     --dtype=bfloat16 --steps=600 --log_every=100 --eval_set=skimage:astronaut --step
+
+# Probe: XLA's command-buffer options against the SRResNet step's idle time, each
+# compiled from the same lowered step in one process and timed in turn, 4 rounds, the
+# defaults first (each row's ratio is to them): concurrent small kernels inside graphs;
+# graphs that are not updated for new buffer addresses each step; graphs of one op;
+# cuDNN conv fusions; every kernel in graphs (convs too, which needs deterministic conv
+# algorithms), with and without updates. An option this jax does not take costs only
+# its own row.
+probe command_buffers 240 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
+    --dtypes=bfloat16 --rounds=4 --iters=50 --json="$OUT/train_step.jsonl" \
+    --compiler_options="-;xla_gpu_command_buffer_scheduling_mode=CONCURRENT_REGIONS;\
+xla_gpu_command_buffer_update_mode=NEVER_UPDATE;xla_gpu_graph_min_graph_size=1;\
+xla_gpu_experimental_enable_conv_fusion=true;\
+xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
+xla_gpu_exclude_nondeterministic_ops=true;\
+xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
+xla_gpu_exclude_nondeterministic_ops=true xla_gpu_command_buffer_update_mode=NEVER_UPDATE"
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"

@@ -150,10 +150,32 @@ def main():
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
       args.output_convs.split(','), args.state_forms.split(','), range(len(option_sets))))
 
+  failed = []
+
+  def emit(row):
+    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                   for k, v in row.items()), flush=True)
+    if args.json:
+      with open(args.json, 'a') as f:
+        f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
+
   def build(variant):
+    """The variant's StepRunner, or None where XLA rejects its options (an option this
+    jax does not know, or a value it does not take): that variant's row says why, and
+    the others still run."""
     model, batch, dtype, output_conv, state_form, options = variant
-    return StepRunner(step_config(model, batch, dtype, args.crop, output_conv, state_form),
-                      model, option_sets[options])
+    config = step_config(model, batch, dtype, args.crop, output_conv, state_form)
+    if not option_sets[options]:
+      return StepRunner(config, model)
+    try:
+      return StepRunner(config, model, option_sets[options])
+    except jax.errors.JaxRuntimeError as error:
+      row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype,
+             'compiler_options': options_label(option_sets[options]),
+             'error': str(error).splitlines()[0]}
+      emit(row)
+      failed.append(row)
+      return None
 
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
   first_options_seconds = {}  # The variant without its options -> seconds with the first set.
@@ -173,9 +195,10 @@ def main():
            'g_loss_last_step': float(runner.metrics['g_loss'])}
     if args.rounds > 1:
       row['ms_per_round'] = [round(1e3 * s, 4) for s in seconds_per_round]
-    if len(option_sets) > 1:
-      baseline = first_options_seconds.setdefault(variant[:-1], seconds)
-      row['speedup_over_first_options'] = baseline / seconds
+    if options == 0:
+      first_options_seconds[variant[:-1]] = seconds
+    if len(option_sets) > 1 and variant[:-1] in first_options_seconds:
+      row['speedup_over_first_options'] = first_options_seconds[variant[:-1]] / seconds
     if args.peak_tflops:
       row['mfu'] = row['tflops'] / args.peak_tflops
     if args.torch:
@@ -187,25 +210,26 @@ def main():
             compile_model=args.torch_compile)
       row['torch_ms_per_step'] = 1e3 * torch_seconds[key]
       row['jax_speedup_over_torch'] = torch_seconds[key] / seconds
-    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                   for k, v in row.items()), flush=True)
-    if args.json:
-      with open(args.json, 'a') as f:
-        f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
+    emit(row)
 
   if args.rounds == 1:  # Each variant built, timed and freed in turn; rows print as they come.
     for variant in variants:
       runner = build(variant)
-      report(variant, runner, [common.time_calls(runner, args.warmup, args.iters)])
+      if runner is not None:
+        report(variant, runner, [common.time_calls(runner, args.warmup, args.iters)])
       del runner
-    return
-  runners = [build(variant) for variant in variants]
-  seconds = [[] for _ in variants]
-  for _ in range(args.rounds):
-    for runner, times in zip(runners, seconds):
-      times.append(common.time_calls(runner, args.warmup, args.iters))
-  for variant, runner, times in zip(variants, runners, seconds):
-    report(variant, runner, times)
+  else:
+    built = [(variant, runner) for variant in variants
+             if (runner := build(variant)) is not None]
+    seconds = [[] for _ in built]
+    for _ in range(args.rounds):
+      for (_, runner), times in zip(built, seconds):
+        times.append(common.time_calls(runner, args.warmup, args.iters))
+    for (variant, runner), times in zip(built, seconds):
+      report(variant, runner, times)
+  if failed:
+    sys.exit(f'{len(failed)} variant(s) not compiled: '
+             + '; '.join(f"{row['compiler_options']}: {row['error']}" for row in failed))
 
 
 if __name__ == '__main__':
