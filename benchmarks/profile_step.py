@@ -104,8 +104,9 @@ def kernel_key(events: list, ops: dict):
   """key(event) -> the op or kernel an event ran, or None for any other event.
 
   An op of the step's executable is named by its HLO instruction (`hlo_op`; another
-  executable's op is None); a kernel that carries none (one launched from a CUDA graph, i.e. XLA's command buffers, or a
-  copy) is named by the event, if it ran on a GPU stream.
+  executable's op is None). A kernel that carries none (one launched from a CUDA graph,
+  i.e. XLA's command buffers, or a copy) is named by the event, if it ran on a GPU
+  stream.
   """
   streams = device_threads(events)
 
