@@ -71,14 +71,16 @@ run train_loop 45 python3 benchmarks/train_loop.py --model=srresnet --batch=64 \
 
 # Probe: XLA's command-buffer options against the SRResNet step's idle time, each
 # compiled from the same lowered step in one process and timed in turn, 4 rounds, the
-# defaults first (each row's ratio is to them): concurrent small kernels inside graphs;
-# graphs that are not updated for new buffer addresses each step; graphs of one op;
+# defaults first (each row's ratio is to them): no graphs at all (what the default graphs
+# give); concurrent small kernels inside graphs; graphs that are not updated for new
+# buffer addresses each step (the state and outputs move every step); graphs of one op;
 # cuDNN conv fusions; every kernel in graphs (convs too, which needs deterministic conv
 # algorithms), with and without updates. An option this jax does not take costs only
 # its own row.
 probe command_buffers 240 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
     --dtypes=bfloat16 --rounds=4 --iters=50 --json="$OUT/train_step.jsonl" \
-    --compiler_options="-;xla_gpu_command_buffer_scheduling_mode=CONCURRENT_REGIONS;\
+    --compiler_options="-;xla_gpu_enable_command_buffer=;\
+xla_gpu_command_buffer_scheduling_mode=CONCURRENT_REGIONS;\
 xla_gpu_command_buffer_update_mode=NEVER_UPDATE;xla_gpu_graph_min_graph_size=1;\
 xla_gpu_experimental_enable_conv_fusion=true;\
 xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
