@@ -145,6 +145,8 @@ def main():
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
   args = common.parse_args(parser)
+  if args.rounds < 1 or args.iters < 1:
+    parser.error('--rounds and --iters must be at least 1')
   option_sets = parse_compiler_options(args.compiler_options)
   variants = list(itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
