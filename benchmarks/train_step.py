@@ -147,7 +147,10 @@ def main():
   args = common.parse_args(parser)
   if args.rounds < 1 or args.iters < 1:
     parser.error('--rounds and --iters must be at least 1')
-  option_sets = parse_compiler_options(args.compiler_options)
+  try:
+    option_sets = parse_compiler_options(args.compiler_options)
+  except ValueError as error:
+    parser.error(str(error))
   variants = list(itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
       args.output_convs.split(','), args.state_forms.split(','), range(len(option_sets))))
