@@ -87,4 +87,9 @@ xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTI
 xla_gpu_exclude_nondeterministic_ops=true;\
 xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
 xla_gpu_exclude_nondeterministic_ops=true xla_gpu_command_buffer_update_mode=NEVER_UPDATE"
+# Probe: where the SRGAN step's device time goes now, op by op and by network, and its
+# idle gaps with and without graphs. The last SRGAN profile (second run in RESULTS.md)
+# predates D's one call on real and fake and the matmul form of the output conv.
+probe profile_srgan 150 python3 benchmarks/profile_step.py --model=srgan --batch=64 \
+    --dtype=bfloat16 --output_conv=subpixel4 --steps=10 --top=25 --graphs
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"
