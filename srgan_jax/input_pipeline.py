@@ -25,6 +25,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import os
+import re
 from typing import Iterator, Optional, Sequence
 
 import jax
@@ -61,8 +62,14 @@ def list_source(source: str) -> list[str]:
   """Paths of a 'folder:' or 'skimage:' source, in a stable order."""
   if source.startswith('skimage:'):
     return _skimage_paths(source[len('skimage:'):])
-  path = source[len('folder:'):] if source.startswith('folder:') else source
-  return image_io.list_image_files(path)
+  if source.startswith('folder:'):
+    return image_io.list_image_files(source[len('folder:'):])
+  kind = re.match(r'[A-Za-z_]\w*:', source)
+  if kind and not os.path.exists(source):
+    # A misspelt kind ('tfd:div2k') would otherwise read as a missing folder of that name.
+    raise ValueError(f'unknown data source kind {kind.group(0)!r} in {source!r}; sources are '
+                     'tfds:NAME[/CONFIG], folder:PATH, skimage:NAME,NAME or a folder path')
+  return image_io.list_image_files(source)
 
 
 def _decode_files(paths: Sequence[str], min_size: int, threads: int,

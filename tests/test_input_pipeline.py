@@ -106,12 +106,22 @@ def test_training_on_a_folder_of_bad_files_runs(tmp_path, tiny_config, caplog):
     assert name in caplog.text
 
 
-def test_folder_without_usable_images_fails_at_start(tmp_path):
+def test_folder_without_usable_images_fails_at_start(tmp_path, monkeypatch):
   (tmp_path / 'a.jpg').write_text('not an image')
   with pytest.raises(ValueError, match='no usable training image.*1 unreadable'):
     input_pipeline.load_shard(_data_config(f'folder:{tmp_path}'), 0, 1)
   with pytest.raises(FileNotFoundError, match='no such file or folder'):
     input_pipeline.load_shard(_data_config(f'folder:{tmp_path}/missing'), 0, 1)
+  with pytest.raises(FileNotFoundError, match='no such file or folder'):
+    input_pipeline.load_shard(_data_config(f'{tmp_path}/missing'), 0, 1)
+  with pytest.raises(ValueError, match="unknown data source kind 'tfd:'"):
+    input_pipeline.load_shard(_data_config('tfd:div2k/bicubic_x4'), 0, 1)
+  # A folder whose name looks like a kind is still a folder.
+  (tmp_path / 'set:1').mkdir()
+  (tmp_path / 'set:1' / 'a.jpg').write_text('not an image')
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match='no usable training image in shard 0/1 of set:1'):
+    input_pipeline.load_shard(_data_config('set:1'), 0, 1)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
