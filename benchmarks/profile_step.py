@@ -151,7 +151,8 @@ def idle_gaps(events: list, key) -> list:
   return gaps
 
 
-def step_line(wall_s: float, totals, steps: int) -> str:
+def step_line(wall_s: float, totals, steps: int,
+              wall_from: str = 'timed without the profiler') -> str:
   """The summary: wall step, device time of its kernels, their share of the wall, and
   their number.
 
@@ -163,7 +164,7 @@ def step_line(wall_s: float, totals, steps: int) -> str:
   wall_ms = 1e3 * wall_s
   idle = (f'{1e3 * (wall_ms - busy_ms) / kernels:.1f} us idle per kernel' if wall_ms > busy_ms
           else 'no idle time (ops overlap, as on the CPU\'s threads)')
-  return (f'step: {wall_ms:.3f} ms wall (timed without the profiler); device time of its '
+  return (f'step: {wall_ms:.3f} ms wall ({wall_from}); device time of its '
           f'ops: {busy_ms:.3f} ms per step, {busy_ms / wall_ms:.0%} of the wall step; '
           f'{kernels:.0f} kernels per step, {idle}')
 

@@ -7,8 +7,12 @@ through the updated D. Optional dependency.
 Set up as a careful PyTorch user would, so that a ratio against it is not flattered:
 bf16 via autocast, channels-last memory, cuDNN autotuning (`cudnn.benchmark`, as XLA
 autotunes its convolutions), fused Adam on CUDA, and D's weights frozen while G's loss
-is differentiated (the JAX step takes the gradient with respect to SR only).
+is differentiated (the JAX step takes the gradient with respect to SR only). Each of
+these is a field of `Settings`, so that `benchmarks/torch_settings.py` can time the step
+with any of them undone and show which one pays.
 """
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -74,24 +78,70 @@ def vgg19_to_conv5_4():
   return nn.Sequential(*layers)
 
 
-def _device() -> str:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How the reference runs; the defaults are the careful user's choices."""
+  channels_last: bool = True  # NHWC memory, which cuDNN's tensor-core kernels read.
+  cudnn_benchmark: bool = True  # Shapes are fixed: let cuDNN pick algorithms by timing.
+  fused_adam: bool = True  # On CUDA: one kernel per parameter group, not several per tensor.
+  freeze_d: bool = True  # G's update asks for d/dSR through D, not D's weight gradients.
+  compile_mode: str = ''  # torch.compile G, D and VGG with this mode; '' runs eager.
+
+
+COMPILE_MODES = ('', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
+
+
+def parse_settings(text: str) -> list:
+  """'-;channels_last=false compile_mode=default' -> [Settings(), Settings(...)]: one
+  variant per ';'-separated part, fields by spaces, '-' or nothing for the defaults."""
+  fields = {f.name: f.type for f in dataclasses.fields(Settings)}
+  variants = []
+  for part in text.split(';'):
+    values = {}
+    for item in part.split():
+      if item == '-':
+        continue
+      name, equals, value = item.partition('=')
+      if not equals or name not in fields:
+        raise ValueError(f'setting {item!r}: expected NAME=VALUE, NAME one of {sorted(fields)}')
+      if fields[name] is bool:
+        if value.lower() not in ('true', 'false'):
+          raise ValueError(f'setting {item!r}: {name} is true or false')
+        values[name] = value.lower() == 'true'
+      elif value not in COMPILE_MODES:
+        raise ValueError(f'setting {item!r}: compile_mode is one of {COMPILE_MODES[1:]}')
+      else:
+        values[name] = value
+    variants.append(Settings(**values))
+  return variants
+
+
+def settings_label(settings: Settings) -> str:
+  """The fields that differ from the defaults, as written on the command line; '-' for none."""
+  return ' '.join(f'{f.name}={str(getattr(settings, f.name)).lower()}'
+                  for f in dataclasses.fields(Settings)
+                  if getattr(settings, f.name) != f.default) or '-'
+
+
+def _device(settings: Settings = Settings()) -> str:
   if torch.cuda.is_available():
-    torch.backends.cudnn.benchmark = True  # Shapes are fixed: let cuDNN pick by timing.
+    # A global switch: set for each variant before it runs (torch_settings.py takes turns).
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     return 'cuda'
   return 'cpu'
 
 
-def make_step(model: str, batch: int, dtype: str, crop: int, compile_model: bool = False):
+def make_step(model: str, batch: int, dtype: str, crop: int, settings: Settings = Settings()):
   """(step, modules): `step()` runs one training step on a fixed random batch.
 
   `modules` is {'g', 'd', 'vgg'}, for tests that look at what a step changed.
   """
-  device = _device()
-  fmt = torch.channels_last
+  device = _device(settings)
+  fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
   g = Generator().to(device, memory_format=fmt)
   d = Discriminator(crop).to(device, memory_format=fmt)
   vgg = vgg19_to_conv5_4().to(device, memory_format=fmt).requires_grad_(False)
-  fused = device == 'cuda'  # One kernel per parameter group instead of several per tensor.
+  fused = device == 'cuda' and settings.fused_adam
   g_opt = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.9, 0.999), fused=fused)
   d_opt = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.9, 0.999), fused=fused)
   hr = (torch.rand(batch, 3, crop, crop, device=device) * 2 - 1).contiguous(memory_format=fmt)
@@ -107,7 +157,7 @@ def make_step(model: str, batch: int, dtype: str, crop: int, compile_model: bool
     d_opt.zero_grad(set_to_none=True)
     d_loss.backward()
     d_opt.step()
-    d.requires_grad_(False)  # G's loss needs d/dSR through D, not D's weight gradients.
+    d.requires_grad_(not settings.freeze_d)
     with autocast:
       with torch.no_grad():
         hr_features = vgg(hr)
@@ -129,10 +179,9 @@ def make_step(model: str, batch: int, dtype: str, crop: int, compile_model: bool
     g_opt.step()
     return loss
 
-  if compile_model:
-    g.forward = torch.compile(g.forward)
-    d.forward = torch.compile(d.forward)
-    vgg.forward = torch.compile(vgg.forward)
+  if settings.compile_mode:
+    for module in (g, d, vgg):
+      module.forward = torch.compile(module.forward, mode=settings.compile_mode)
   return (srgan_step if model == 'srgan' else srresnet_step), {'g': g, 'd': d, 'vgg': vgg}
 
 
@@ -143,9 +192,9 @@ def _time_calls(fn, warmup: int, iters: int) -> float:
 
 
 def time_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
-              compile_model: bool = False) -> float:
+              settings: Settings = Settings()) -> float:
   """Seconds per training step."""
-  step, _ = make_step(model, batch, dtype, crop, compile_model)
+  step, _ = make_step(model, batch, dtype, crop, settings)
   return _time_calls(step, warmup, iters)
 
 

@@ -257,6 +257,17 @@ def test_gpu_check_compiler_options_are_known_to_xla():
     lowered.compile(compiler_options=options or None)  # Raises on an unknown option or value.
 
 
+def test_gpu_check_torch_settings_parse():
+  pytest.importorskip('torch')
+  from benchmarks.torch_reference import parse_settings
+  texts = [arg.split('=', 1)[1] for line in _gpu_check_script().splitlines()
+           if line.startswith('probe ') for arg in shlex.split(line)
+           if arg.startswith('--settings=')]
+  assert texts
+  for text in texts:
+    assert len(parse_settings(text)) >= 2  # Raises on a misspelt field or value.
+
+
 def test_gpu_check_passes_only_flags_its_scripts_define():
   """A misspelt flag in gpu_check.sh would cost a whole device session; --help knows them."""
   script = _gpu_check_script()
@@ -371,3 +382,83 @@ def test_torch_reference_step_updates_what_ours_updates():
              for name, module in modules.items()}
   assert changed == {'g': True, 'd': True, 'vgg': False}
   assert torch_reference.time_step('srresnet', 2, 'bfloat16', 32, warmup=1, iters=1) > 0
+
+
+def test_torch_settings_parse_into_one_variant_each():
+  pytest.importorskip('torch')
+  from benchmarks.torch_reference import Settings, parse_settings, settings_label
+  variants = parse_settings('-;channels_last=False fused_adam=false ;compile_mode=reduce-overhead')
+  assert variants == [Settings(), Settings(channels_last=False, fused_adam=False),
+                      Settings(compile_mode='reduce-overhead')]
+  assert [settings_label(v) for v in variants] == [
+      '-', 'channels_last=false fused_adam=false', 'compile_mode=reduce-overhead']
+  for bad, reason in (('channel_last=false', 'expected NAME=VALUE'),
+                      ('freeze_d', 'expected NAME=VALUE'), ('freeze_d=0', 'true or false'),
+                      ('compile_mode=fast', 'compile_mode is one of')):
+    with pytest.raises(ValueError, match=reason):
+      parse_settings(bad)
+
+
+def test_torch_settings_times_each_variant_in_rounds_and_profiles_the_first(tmp_path):
+  pytest.importorskip('torch')
+  out = tmp_path / 'rows.jsonl'
+  result = run_python(['benchmarks/torch_settings.py', '--model=srresnet', '--batch=2',
+                       '--crop=32', '--warmup=1', '--iters=1', '--rounds=2', '--profile',
+                       '--profile_steps=2', '--top=5', f'--json={out}',
+                       '--settings=-;channels_last=false cudnn_benchmark=false;freeze_d=false'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = _rows(out)
+  assert [r['settings'] for r in rows] == ['-', 'channels_last=false cudnn_benchmark=false',
+                                           'freeze_d=false']
+  for row in rows:
+    assert len(row['ms_per_round']) == 2 and row['ms_per_step'] > 0
+  assert 'speedup_over_first' not in rows[0]
+  for row in rows[1:]:
+    assert row['speedup_over_first'] == pytest.approx(
+        np.median(rows[0]['ms_per_round']) / np.median(row['ms_per_round']), rel=1e-3)
+  assert result.stdout.count('round ') == 2
+  # The CPU trace has no GPU kernels; the op table still comes.
+  assert 'no GPU kernels in the trace (a CPU run)' in result.stdout
+  assert 'convolution' in result.stdout and 'Self CPU' in result.stdout
+
+
+def test_torch_settings_variant_that_fails_costs_only_its_row(monkeypatch, capsys):
+  pytest.importorskip('torch')
+  import sys
+  from benchmarks import torch_reference, torch_settings
+  make_step = torch_reference.make_step
+
+  def failing_make_step(model, batch, dtype, crop, settings):
+    if not settings.channels_last:
+      raise RuntimeError('no kernel for this layout\nsecond line')
+    return make_step(model, batch, dtype, crop, settings)
+
+  monkeypatch.setattr(torch_reference, 'make_step', failing_make_step)
+  monkeypatch.setattr(sys, 'argv', ['torch_settings.py', '--model=srresnet', '--batch=1',
+                                    '--crop=16', '--warmup=1', '--iters=1', '--rounds=1',
+                                    '--settings=-;channels_last=false;fused_adam=false'])
+  with pytest.raises(SystemExit, match='1 variant.s. failed: channels_last=false: '
+                                       'RuntimeError: no kernel for this layout$'):
+    torch_settings.main()
+  printed = capsys.readouterr().out
+  assert 'settings=channels_last=false error=RuntimeError' in printed
+  assert 'settings=fused_adam=false ms_per_step=' in printed
+  assert 'speedup_over_first=' in printed
+
+
+def test_torch_profile_summary_counts_kernels_and_idle_gaps():
+  pytest.importorskip('torch')
+  from benchmarks.torch_settings import kernel_lines
+  kernel = lambda name, ts, dur: {'ph': 'X', 'cat': 'kernel', 'name': name, 'ts': ts, 'dur': dur}
+  events = [kernel('conv', 0, 40), {'ph': 'X', 'cat': 'cpu_op', 'name': 'aten::conv2d', 'ts': 0,
+                                    'dur': 500},
+            kernel('bn', 50, 20), kernel('conv', 100, 40), kernel('bn', 150, 20)]
+  summary, idle = kernel_lines(events, wall_s=200e-6, steps=2)
+  # 120 us of kernels in 2 steps of 200 us: 60 us per step, 2 kernels per step.
+  assert 'step: 0.200 ms wall (under the profiler)' in summary
+  assert 'device time of its ops: 0.060 ms per step, 30% of the wall step' in summary
+  assert '2 kernels per step, 70.0 us idle per kernel' in summary
+  assert idle.startswith('idle: 0.025 ms per step under the profiler, in 2 gaps per step')
+  assert 'longest 30.0 us' in idle
+  assert kernel_lines(events[1:2], 1e-3, 1) == [
+      'no GPU kernels in the trace (a CPU run): 1.000 ms per step under the profiler']
