@@ -93,14 +93,16 @@ xla_gpu_exclude_nondeterministic_ops=true xla_gpu_command_buffer_update_mode=NEV
 probe profile_srgan 150 python3 benchmarks/profile_step.py --model=srgan --batch=64 \
     --dtype=bfloat16 --output_conv=subpixel4 --steps=10 --top=25 --graphs
 # Probes: whether the PyTorch reference runs in its fastest setup, so that the ratios are
-# not flattered. torch_settings: its step with each careful setting undone, timed in turn
-# in one process, then a torch.profiler summary of the careful eager step (kernels,
-# device time against the wall, idle gaps). torch_compile: the eager step against
-# torch.compile, plain and with CUDA graphs (reduce-overhead), compiles included in the
-# limit (compiling the SRGAN step took 93 s for a batch of 2 on 2 CPU cores).
+# not flattered. torch_settings: its step with each careful setting undone (autocast=false:
+# networks and Adam in bf16, as a plain port might run them), timed in turn in one
+# process, then a torch.profiler summary of the careful eager step (kernels, device time
+# against the wall, idle gaps). torch_compile: the eager step against torch.compile,
+# plain and with CUDA graphs (reduce-overhead), compiles included in the limit (compiling
+# the SRGAN step took 93 s for a batch of 2 on 2 CPU cores).
 probe torch_settings 120 python3 benchmarks/torch_settings.py --model=srgan --batch=64 \
     --dtype=bfloat16 --rounds=3 --iters=20 --profile --json="$OUT/torch_settings.jsonl" \
-    --settings="-;channels_last=false;cudnn_benchmark=false;fused_adam=false;freeze_d=false"
+    --settings="-;channels_last=false;cudnn_benchmark=false;fused_adam=false;freeze_d=false;\
+autocast=false"
 probe torch_compile 300 python3 benchmarks/torch_settings.py --model=srgan --batch=64 \
     --dtype=bfloat16 --rounds=3 --iters=20 --json="$OUT/torch_settings.jsonl" \
     --settings="-;compile_mode=default;compile_mode=reduce-overhead"

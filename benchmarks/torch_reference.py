@@ -85,6 +85,10 @@ class Settings:
   cudnn_benchmark: bool = True  # Shapes are fixed: let cuDNN pick algorithms by timing.
   fused_adam: bool = True  # On CUDA: one kernel per parameter group, not several per tensor.
   freeze_d: bool = True  # G's update asks for d/dSR through D, not D's weight gradients.
+  # bf16 by autocast: fp32 weights and Adam, as our step keeps them. Off, a bfloat16 step
+  # casts the networks themselves to bf16 (weights, optimiser and all): less careful,
+  # and one cast fewer per weight per step.
+  autocast: bool = True
   compile_mode: str = ''  # torch.compile G, D and VGG with this mode; '' runs eager.
 
 
@@ -138,15 +142,19 @@ def make_step(model: str, batch: int, dtype: str, crop: int, settings: Settings 
   """
   device = _device(settings)
   fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-  g = Generator().to(device, memory_format=fmt)
-  d = Discriminator(crop).to(device, memory_format=fmt)
-  vgg = vgg19_to_conv5_4().to(device, memory_format=fmt).requires_grad_(False)
+  bf16_networks = dtype == 'bfloat16' and not settings.autocast
+  float_type = torch.bfloat16 if bf16_networks else torch.float32
+  g = Generator().to(device, float_type, memory_format=fmt)
+  d = Discriminator(crop).to(device, float_type, memory_format=fmt)
+  vgg = vgg19_to_conv5_4().to(device, float_type, memory_format=fmt).requires_grad_(False)
   fused = device == 'cuda' and settings.fused_adam
   g_opt = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.9, 0.999), fused=fused)
   d_opt = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.9, 0.999), fused=fused)
-  hr = (torch.rand(batch, 3, crop, crop, device=device) * 2 - 1).contiguous(memory_format=fmt)
+  hr = (torch.rand(batch, 3, crop, crop, device=device, dtype=float_type) * 2 - 1).contiguous(
+      memory_format=fmt)
   lr = F.avg_pool2d((hr + 1) / 2, 4).contiguous(memory_format=fmt)  # degradation not timed here
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
+  autocast = torch.autocast(device, dtype=torch.bfloat16,
+                            enabled=dtype == 'bfloat16' and settings.autocast)
 
   def srgan_step():
     with autocast:

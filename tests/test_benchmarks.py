@@ -462,3 +462,20 @@ def test_torch_profile_summary_counts_kernels_and_idle_gaps():
   assert 'longest 30.0 us' in idle
   assert kernel_lines(events[1:2], 1e-3, 1) == [
       'no GPU kernels in the trace (a CPU run): 1.000 ms per step under the profiler']
+
+
+def test_torch_reference_without_autocast_trains_bf16_networks():
+  torch = pytest.importorskip('torch')
+  from benchmarks import torch_reference
+  for autocast, weight_dtype in ((True, torch.float32), (False, torch.bfloat16)):
+    settings = torch_reference.Settings(autocast=autocast)
+    step, modules = torch_reference.make_step('srgan', 2, 'bfloat16', 32, settings)
+    before = next(modules['g'].parameters()).detach().clone()
+    assert np.isfinite(step().item())
+    weight = next(modules['g'].parameters())
+    assert weight.dtype == next(modules['d'].parameters()).dtype == weight_dtype
+    assert not torch.equal(weight, before)
+  # In float32 the setting changes nothing.
+  step, modules = torch_reference.make_step('srresnet', 2, 'float32', 32,
+                                            torch_reference.Settings(autocast=False))
+  assert next(modules['g'].parameters()).dtype == torch.float32
