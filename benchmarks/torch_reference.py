@@ -193,17 +193,23 @@ def make_step(model: str, batch: int, dtype: str, crop: int, settings: Settings 
   return (srgan_step if model == 'srgan' else srresnet_step), {'g': g, 'd': d, 'vgg': vgg}
 
 
-def _time_calls(fn, warmup: int, iters: int) -> float:
-  """Seconds per call of fn(), after warm-up, waiting for the GPU's queue to drain."""
-  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-  return common.time_calls(fn, warmup, iters, wait=lambda _: sync())
+def synchronize():
+  """Waits for the GPU's queue to drain (nothing to wait for on the CPU)."""
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def time_calls(fn, warmup: int, iters: int, settings: Settings = Settings()) -> float:
+  """Seconds per call of fn(), after warm-up, with the settings' global switches set."""
+  _device(settings)
+  return common.time_calls(fn, warmup, iters, wait=lambda _: synchronize())
 
 
 def time_step(model: str, batch: int, dtype: str, crop: int, warmup: int, iters: int,
               settings: Settings = Settings()) -> float:
   """Seconds per training step."""
   step, _ = make_step(model, batch, dtype, crop, settings)
-  return _time_calls(step, warmup, iters)
+  return time_calls(step, warmup, iters, settings)
 
 
 def time_generator(lr_size: int, dtype: str, warmup: int, iters: int, compile_model: bool) -> float:
@@ -214,4 +220,4 @@ def time_generator(lr_size: int, dtype: str, warmup: int, iters: int, compile_mo
     g = torch.compile(g)
   lr = torch.rand(1, 3, lr_size, lr_size, device=device).contiguous(memory_format=torch.channels_last)
   with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bfloat16'):
-    return _time_calls(lambda: g(lr), warmup, iters)
+    return time_calls(lambda: g(lr), warmup, iters)

@@ -33,17 +33,6 @@ import torch
 from benchmarks import common, profile_step, torch_reference
 
 
-def _sync():
-  if torch.cuda.is_available():
-    torch.cuda.synchronize()
-
-
-def time_step(step, settings, warmup: int, iters: int) -> float:
-  """Seconds per call of the reference step, with its global switches set first."""
-  torch_reference._device(settings)  # cudnn.benchmark is global: this variant's value.
-  return common.time_calls(step, warmup, iters, wait=lambda _: _sync())
-
-
 def kernel_lines(events: list, wall_s: float, steps: int) -> list:
   """The GPU kernels of a torch.profiler Chrome trace, summed as `profile_step.py` sums
   ours: their device time against the wall step, their number and the idle gaps."""
@@ -58,17 +47,15 @@ def kernel_lines(events: list, wall_s: float, steps: int) -> list:
 
 def profile(step, settings, steps: int, top: int, trace_path: str):
   """Profiles `steps` calls of `step` and prints kernels, idle gaps and the top ops."""
-  torch_reference._device(settings)
+  torch_reference.time_calls(step, 1, 1, settings)  # Sets the global switches; warms up.
   cuda = torch.cuda.is_available()
   activities = [torch.profiler.ProfilerActivity.CPU] + (
       [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-  step()
-  _sync()
   with torch.profiler.profile(activities=activities) as prof:
     start = time.perf_counter()
     for _ in range(steps):
       step()
-    _sync()
+    torch_reference.synchronize()
     wall = (time.perf_counter() - start) / steps
   prof.export_chrome_trace(trace_path)
   with open(trace_path) as f:
@@ -108,7 +95,8 @@ def main():
     variants = torch_reference.parse_settings(args.settings)
   except ValueError as error:
     parser.error(str(error))
-  print(f'torch {torch.__version__}, {"CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"}')
+  device = f'CUDA {torch.cuda.get_device_name()}' if torch.cuda.is_available() else 'CPU'
+  print(f'torch {torch.__version__}, {device}')
 
   def emit(row):
     print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
@@ -125,7 +113,7 @@ def main():
       torch.manual_seed(0)
       step, _ = torch_reference.make_step(args.model, args.batch, args.dtype, args.crop,
                                           settings)
-      time_step(step, settings, 1, 1)  # The first call compiles and autotunes.
+      torch_reference.time_calls(step, 1, 1, settings)  # The first call compiles and autotunes.
       print(f'built {label}: first step in {time.perf_counter() - start:.1f} s', flush=True)
       built.append((settings, step))
     except Exception as error:  # pylint: disable=broad-except
@@ -137,7 +125,7 @@ def main():
   seconds = [[] for _ in built]
   for round_index in range(args.rounds):
     for (settings, step), times in zip(built, seconds):
-      times.append(time_step(step, settings, args.warmup, args.iters))
+      times.append(torch_reference.time_calls(step, args.warmup, args.iters, settings))
     print(f'round {round_index + 1}: ' + ', '.join(
         f'{torch_reference.settings_label(s)} {1e3 * t[-1]:.3f} ms'
         for (s, _), t in zip(built, seconds)), flush=True)
