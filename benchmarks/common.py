@@ -1,5 +1,6 @@
 """Shared by the benchmarks: analytic FLOPs (../shared/DESIGN.md), timing, machine facts."""
 
+import json
 import os
 import platform
 import sys
@@ -42,3 +43,13 @@ def parse_args(parser):
   print(f'machine: {machine()}')
   print(f'command: {" ".join(sys.argv)}')
   return args
+
+
+def emit(row: dict, json_path: str = '', **json_only):
+  """Prints a figure's row as key=value pairs; with json_path, appends it there as one
+  JSON line, with the `json_only` fields and the machine."""
+  print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                 for k, v in row.items()), flush=True)
+  if json_path:
+    with open(json_path, 'a') as f:
+      f.write(json.dumps({**row, **json_only, 'machine': machine()}) + '\n')

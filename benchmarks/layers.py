@@ -16,7 +16,6 @@ summed for each choice. BN, activations, losses and the optimiser are not includ
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -141,12 +140,7 @@ def main():
            'grad_all_ms': 1e3 * times['grad_all'],
            'grad_all_tflops': 3 * flop / times['grad_all'] / 1e12,
            'step_ms': ms}
-    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                   for k, v in row.items()), flush=True)
-    if args.json:
-      with open(args.json, 'a') as f:
-        f.write(json.dumps({**row, 'batch': args.batch, 'dtype': args.dtype,
-                            'machine': common.machine()}) + '\n')
+    common.emit(row, args.json, batch=args.batch, dtype=args.dtype)
 
   for network in sorted({network for network, _, _ in step_ms}):
     ms = conv_ms_per_step(step_ms, {}, network)

@@ -28,9 +28,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import torch
 
-from benchmarks import common, profile_step, torch_reference
+from benchmarks import common, profile_step
+
+# PyTorch is optional: `torch` and `torch_reference` are imported once the command line
+# is read, so that --help works without it.
+COMPILE_MODES = 'default, reduce-overhead, max-autotune-no-cudagraphs'
 
 
 def kernel_lines(events: list, wall_s: float, steps: int) -> list:
@@ -47,6 +50,8 @@ def kernel_lines(events: list, wall_s: float, steps: int) -> list:
 
 def profile(step, settings, steps: int, top: int, trace_path: str):
   """Profiles `steps` calls of `step` and prints kernels, idle gaps and the top ops."""
+  import torch
+  from benchmarks import torch_reference
   torch_reference.time_calls(step, 1, 1, settings)  # Sets the global switches; warms up.
   cuda = torch.cuda.is_available()
   activities = [torch.profiler.ProfilerActivity.CPU] + (
@@ -77,7 +82,7 @@ def main():
                       help='variants of torch_reference.Settings, split by ";", fields by '
                            'spaces, "-" for the defaults (the careful setup), e.g. '
                            '"-;compile_mode=default"; compile_mode is one of '
-                           + ', '.join(torch_reference.COMPILE_MODES[1:]))
+                           + COMPILE_MODES)
   parser.add_argument('--rounds', type=int, default=3, help='timings of each variant, in turn')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps before each timing')
   parser.add_argument('--iters', type=int, default=20, help='timed steps')
@@ -92,18 +97,17 @@ def main():
   if args.rounds < 1 or args.iters < 1:
     parser.error('--rounds and --iters must be at least 1')
   try:
+    import torch
+    from benchmarks import torch_reference
+  except ImportError as error:
+    sys.exit(f'torch_settings.py times the PyTorch reference and needs PyTorch ({error}): '
+             'pip install torch')
+  try:
     variants = torch_reference.parse_settings(args.settings)
   except ValueError as error:
     parser.error(str(error))
   device = f'CUDA {torch.cuda.get_device_name()}' if torch.cuda.is_available() else 'CPU'
   print(f'torch {torch.__version__}, {device}')
-
-  def emit(row):
-    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                   for k, v in row.items()), flush=True)
-    if args.json:
-      with open(args.json, 'a') as f:
-        f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
 
   built, failed = [], []
   for settings in variants:
@@ -119,7 +123,7 @@ def main():
     except Exception as error:  # pylint: disable=broad-except
       row = {'impl': 'torch', 'model': args.model, 'settings': label,
              'error': f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'}
-      emit(row)
+      common.emit(row, args.json)
       failed.append(row)
 
   seconds = [[] for _ in built]
@@ -137,7 +141,7 @@ def main():
            'ms_per_round': [round(1e3 * t, 4) for t in times]}
     if index and built[0][0] == variants[0]:
       row['speedup_over_first'] = float(np.median(seconds[0])) / median
-    emit(row)
+    common.emit(row, args.json)
 
   if args.profile and built:
     settings, step = built[0]

@@ -23,7 +23,6 @@ turn N times and reports the median and each round: a comparison inside one proc
 import argparse
 import functools
 import itertools
-import json
 import os
 import sys
 from typing import Optional
@@ -157,13 +156,6 @@ def main():
 
   failed = []
 
-  def emit(row):
-    print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                   for k, v in row.items()), flush=True)
-    if args.json:
-      with open(args.json, 'a') as f:
-        f.write(json.dumps({**row, 'machine': common.machine()}) + '\n')
-
   def build(variant):
     """The variant's StepRunner, or None where XLA rejects its options (an option this
     jax does not know, or a value it does not take): that variant's row says why, and
@@ -178,7 +170,7 @@ def main():
       row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype,
              'compiler_options': options_label(option_sets[options]),
              'error': str(error).splitlines()[0]}
-      emit(row)
+      common.emit(row, args.json)
       failed.append(row)
       return None
 
@@ -215,7 +207,7 @@ def main():
             torch_reference.Settings(compile_mode='default' if args.torch_compile else ''))
       row['torch_ms_per_step'] = 1e3 * torch_seconds[key]
       row['jax_speedup_over_torch'] = torch_seconds[key] / seconds
-    emit(row)
+    common.emit(row, args.json)
 
   if args.rounds == 1:  # Each variant built, timed and freed in turn; rows print as they come.
     for variant in variants:

@@ -386,7 +386,9 @@ def test_torch_reference_step_updates_what_ours_updates():
 
 def test_torch_settings_parse_into_one_variant_each():
   pytest.importorskip('torch')
-  from benchmarks.torch_reference import Settings, parse_settings, settings_label
+  from benchmarks import torch_settings
+  from benchmarks.torch_reference import COMPILE_MODES, Settings, parse_settings, settings_label
+  assert torch_settings.COMPILE_MODES == ', '.join(COMPILE_MODES[1:])  # Its --help says them.
   variants = parse_settings('-;channels_last=False fused_adam=false ;compile_mode=reduce-overhead')
   assert variants == [Settings(), Settings(channels_last=False, fused_adam=False),
                       Settings(compile_mode='reduce-overhead')]
@@ -447,7 +449,6 @@ def test_torch_settings_variant_that_fails_costs_only_its_row(monkeypatch, capsy
 
 
 def test_torch_profile_summary_counts_kernels_and_idle_gaps():
-  pytest.importorskip('torch')
   from benchmarks.torch_settings import kernel_lines
   kernel = lambda name, ts, dur: {'ph': 'X', 'cat': 'kernel', 'name': name, 'ts': ts, 'dur': dur}
   events = [kernel('conv', 0, 40), {'ph': 'X', 'cat': 'cpu_op', 'name': 'aten::conv2d', 'ts': 0,
