@@ -53,3 +53,21 @@ def emit(row: dict, json_path: str = '', **json_only):
   if json_path:
     with open(json_path, 'a') as f:
       f.write(json.dumps({**row, **json_only, 'machine': machine()}) + '\n')
+
+
+def parse_variants(text: str, is_name, form: str) -> list:
+  """'-;a=1 b=X,Y;c=2' -> [{}, {'a': '1', 'b': 'X,Y'}, {'c': '2'}]: the variants a command
+  line asks for, split by ';', NAME=VALUE items by spaces, '-' or nothing for the
+  defaults. An item without '=', or whose name fails `is_name`, raises ValueError
+  saying the `form` expected."""
+  variants = []
+  for part in text.split(';'):
+    items = {}
+    for item in part.split():
+      name, equals, value = item.partition('=')
+      if item != '-' and (not equals or not is_name(name)):
+        raise ValueError(f'{item!r}: expected {form}')
+      if equals:
+        items[name] = value
+    variants.append(items)
+  return variants

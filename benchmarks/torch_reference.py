@@ -100,23 +100,16 @@ def parse_settings(text: str) -> list:
   variant per ';'-separated part, fields by spaces, '-' or nothing for the defaults."""
   fields = {f.name: f.type for f in dataclasses.fields(Settings)}
   variants = []
-  for part in text.split(';'):
-    values = {}
-    for item in part.split():
-      if item == '-':
-        continue
-      name, equals, value = item.partition('=')
-      if not equals or name not in fields:
-        raise ValueError(f'setting {item!r}: expected NAME=VALUE, NAME one of {sorted(fields)}')
+  for items in common.parse_variants(text, fields.__contains__,
+                                     f'NAME=VALUE, NAME one of {sorted(fields)}'):
+    for name, value in items.items():
       if fields[name] is bool:
         if value.lower() not in ('true', 'false'):
-          raise ValueError(f'setting {item!r}: {name} is true or false')
-        values[name] = value.lower() == 'true'
+          raise ValueError(f'{name}={value}: {name} is true or false')
+        items[name] = value.lower() == 'true'
       elif value not in COMPILE_MODES:
-        raise ValueError(f'setting {item!r}: compile_mode is one of {COMPILE_MODES[1:]}')
-      else:
-        values[name] = value
-    variants.append(Settings(**values))
+        raise ValueError(f'{name}={value}: compile_mode is one of {COMPILE_MODES[1:]}')
+    variants.append(Settings(**items))
   return variants
 
 

@@ -91,20 +91,12 @@ class StepRunner:
 def parse_compiler_options(text: str) -> list:
   """'-;xla_a=true xla_b=X,Y' -> [{}, {'xla_a': True, 'xla_b': 'X,Y'}]: one set of XLA
   options per variant, sets split by ';', options by spaces; '-' or nothing: defaults."""
-  option_sets = []
-  for part in text.split(';'):
-    options = {}
-    for item in part.split():
-      if item == '-':
-        continue
-      name, equals, value = item.partition('=')
-      if not equals or not name.startswith('xla_'):
-        raise ValueError(f'compiler option {item!r}: expected xla_NAME=VALUE')
-      # XLA takes booleans and numbers as such, not as strings.
-      parsed = {'true': True, 'false': False}.get(value.lower(), value)
-      options[name] = int(value) if value.lstrip('-').isdigit() else parsed
-    option_sets.append(options)
-  return option_sets
+  # XLA takes booleans and numbers as such, not as strings.
+  value_of = lambda value: (int(value) if value.lstrip('-').isdigit()
+                            else {'true': True, 'false': False}.get(value.lower(), value))
+  return [{name: value_of(value) for name, value in options.items()}
+          for options in common.parse_variants(text, lambda name: name.startswith('xla_'),
+                                               'xla_NAME=VALUE')]
 
 
 def options_label(options: dict) -> str:
