@@ -67,8 +67,9 @@ def list_source(source: str) -> list[str]:
   kind = re.match(r'[A-Za-z_]\w*:', source)
   if kind and not os.path.exists(source):
     # A misspelt kind ('tfd:div2k') would otherwise read as a missing folder of that name.
-    raise ValueError(f'unknown data source kind {kind.group(0)!r} in {source!r}; sources are '
-                     'tfds:NAME[/CONFIG], folder:PATH, skimage:NAME,NAME or a folder path')
+    raise ValueError(f'unknown data source kind {kind.group(0)!r} in {source!r}; image '
+                     'sources are folder:PATH, skimage:NAME,NAME or a folder path (training '
+                     'also reads tfds:NAME[/CONFIG])')
   return image_io.list_image_files(source)
 
 

@@ -116,6 +116,9 @@ def test_folder_without_usable_images_fails_at_start(tmp_path, monkeypatch):
     input_pipeline.load_shard(_data_config(f'{tmp_path}/missing'), 0, 1)
   with pytest.raises(ValueError, match="unknown data source kind 'tfd:'"):
     input_pipeline.load_shard(_data_config('tfd:div2k/bicubic_x4'), 0, 1)
+  # Evaluation sets are listed by the same function, and read no TFDS.
+  with pytest.raises(ValueError, match="kind 'tfds:'.*training also reads tfds:NAME"):
+    input_pipeline.list_source('tfds:div2k')
   # A folder whose name looks like a kind is still a folder.
   (tmp_path / 'set:1').mkdir()
   (tmp_path / 'set:1' / 'a.jpg').write_text('not an image')
