@@ -28,6 +28,19 @@ def time_calls(fn, warmup: int, iters: int, wait=jax.block_until_ready) -> float
   return (time.perf_counter() - start) / iters
 
 
+def time_in_turns(timers: list, rounds: int, after_round=None) -> list:
+  """[[seconds of timer i in round r]]: each zero-argument timer called once per round, in
+  turn, so that all are compared under the same conditions in one process.
+  `after_round(r, seconds)` is called after each round (e.g. to print it)."""
+  seconds = [[] for _ in timers]
+  for round_index in range(rounds):
+    for timer, times in zip(timers, seconds):
+      times.append(timer())
+    if after_round:
+      after_round(round_index, seconds)
+  return seconds
+
+
 def machine() -> str:
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)

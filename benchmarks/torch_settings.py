@@ -19,6 +19,7 @@ waits on the host launching its kernels one by one), then the top ops.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -126,13 +127,14 @@ def main():
       common.emit(row, args.json)
       failed.append(row)
 
-  seconds = [[] for _ in built]
-  for round_index in range(args.rounds):
-    for (settings, step), times in zip(built, seconds):
-      times.append(torch_reference.time_calls(step, args.warmup, args.iters, settings))
+  def print_round(round_index, seconds):
     print(f'round {round_index + 1}: ' + ', '.join(
         f'{torch_reference.settings_label(s)} {1e3 * t[-1]:.3f} ms'
         for (s, _), t in zip(built, seconds)), flush=True)
+
+  seconds = common.time_in_turns(
+      [functools.partial(torch_reference.time_calls, step, args.warmup, args.iters, settings)
+       for settings, step in built], args.rounds, print_round)
   for index, ((settings, _), times) in enumerate(zip(built, seconds)):
     median = float(np.median(times))
     row = {'impl': 'torch', 'model': args.model, 'batch': args.batch, 'dtype': args.dtype,

@@ -210,10 +210,9 @@ def main():
   else:
     built = [(variant, runner) for variant in variants
              if (runner := build(variant)) is not None]
-    seconds = [[] for _ in built]
-    for _ in range(args.rounds):
-      for (_, runner), times in zip(built, seconds):
-        times.append(common.time_calls(runner, args.warmup, args.iters))
+    seconds = common.time_in_turns(
+        [functools.partial(common.time_calls, runner, args.warmup, args.iters)
+         for _, runner in built], args.rounds)
     for (variant, runner), times in zip(built, seconds):
       report(variant, runner, times)
   if failed:
