@@ -5,8 +5,8 @@
 
 Runs the compiled step a few times under `jax.profiler` (the trace, for Perfetto or
 TensorBoard, is kept in --trace_dir), then sums the device time of every op the step's
-executable ran (trace events that carry an `hlo_op`; on a GPU also the stream's kernels
-that carry none), and prints:
+executable ran (on a GPU, every kernel and copy on its streams; on the CPU, the events
+that carry one of the step's `hlo_op`s), and prints:
 - the summary: the ops' device time against the wall step. A small share means the
   device idles between kernels, and a faster kernel would not make the step faster;
 - the idle time under the profiler, as gaps between the kernels' intervals: their number,
@@ -103,18 +103,21 @@ def device_threads(events: list) -> set:
 def kernel_key(events: list, ops: dict):
   """key(event) -> the op or kernel an event ran, or None for any other event.
 
-  An op of the step's executable is named by its HLO instruction (`hlo_op`; another
-  executable's op is None). A kernel that carries none (one launched from a CUDA graph,
-  i.e. XLA's command buffers, or a copy) is named by the event, if it ran on a GPU
-  stream.
+  Every event on a GPU stream is device time and counts: named by its HLO instruction
+  (`hlo_op`) where it has one, else by the event (a kernel launched from a CUDA graph,
+  i.e. XLA's command buffers, or a copy). An `hlo_op` missing from the step's HLO text
+  still counts, under that name: an earlier version dropped such kernels as another
+  executable's, and so hid the matmul form of G's output conv (benchmarks/RESULTS.md,
+  fifth run). Off the GPU's streams (the CPU, whose ops run on host threads) only the
+  step's own ops count.
   """
   streams = device_threads(events)
 
   def key(event):
     op = (event.get('args') or {}).get('hlo_op')
-    if op is not None:  # Another executable's op is not the step's.
-      return op if op in ops else None
-    return event.get('name') if (event.get('pid'), event.get('tid')) in streams else None
+    if (event.get('pid'), event.get('tid')) in streams:
+      return op or event.get('name')
+    return op if op in ops else None
   return key
 
 
@@ -225,13 +228,16 @@ def report(run: StepRunner, steps: int, top: int, trace_dir: str):
     sys.exit(f'the profiler recorded no op of the step (jax {jax.__version__} on '
              f'{jax.default_backend()}); trace: {trace_dir}')
   named = sum(op in ops for op in totals)
+  unnamed_ms = sum(micros for op, (micros, _) in totals.items() if op not in ops) / 1e3 / steps
   print(f'{step_line(wall, totals.values(), steps)} ({named} distinct ops of the step, '
-        f'{len(totals) - named} kernels without an op name)')
+        f'{len(totals) - named} kernels without an op name'
+        + (f': {unnamed_ms:.3f} ms per step)' if unnamed_ms else ')'))
   gaps = idle_gaps(events, key)
   print(idle_line(gaps, steps))
   print(f'trace: {trace_dir}')
-  # An op without metadata is named by its instruction; a kernel without an op name ran
-  # in a CUDA graph (or is a copy), and its own name is all there is.
+  # An op without metadata is named by its instruction; a kernel without an op of the
+  # step's HLO ran in a CUDA graph, is a copy, or names an instruction that the HLO text
+  # does not hold, and its own name is all there is.
   source = lambda op: (ops[op][1] or op) if op in ops else f'kernel {op}'
   busy_ms = sum(t for t, _ in totals.values()) / 1e3 / steps
   print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
