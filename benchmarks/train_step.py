@@ -18,6 +18,15 @@ runs on this backend, and each row names the form it timed.
 the ratio to the first set. The same step's time varies between processes by more than
 many options change it, so --rounds=N builds every variant first, then times them in
 turn N times and reports the median and each round: a comparison inside one process.
+
+--steps_per_call runs K steps in one compiled call (a `lax.scan` over K batches, here K
+copies of the one batch, so that the losses match the one-step call's after as many
+steps): what a step costs the host once per call (dispatch, passing the arrays, XLA's
+per-execution work on its command buffers) is then paid once per K steps. Warm-up and
+timed steps are rounded up to whole calls; with --warmup and --iters multiples of K,
+every variant runs as many steps and their `g_loss_last_step` compare. --unroll_steps
+unrolls the scan: K copies of the step in one straight-line program, which XLA runs
+without a loop (compiling takes about K times longer).
 """
 
 import argparse
@@ -63,20 +72,28 @@ class StepRunner:
   (`train.uses_packed_state`): `state_form` is 'packed' (one array per dtype,
   `srgan_jax/packing.py`) or 'tree' (the TrainState pytree, hundreds of arrays; the
   difference is the host's per-array cost of a call).
+
+  With `steps_per_call` K > 1, a call runs K steps in a `lax.scan` over K copies of the
+  batch (uint8 [K, N, H, W, 3]) and returns the last step's metrics; `unroll_steps`
+  unrolls that scan.
   """
 
-  def __init__(self, config, model: str, compiler_options: Optional[dict] = None):
+  def __init__(self, config, model: str, compiler_options: Optional[dict] = None,
+               steps_per_call: int = 1, unroll_steps: bool = False):
     train.validate_config(config)
+    self.steps_per_call = steps_per_call
     self.state_form = 'packed' if train.uses_packed_state(config) else 'tree'
     batch, crop = config.train.batch_size, config.data.hr_crop_size
     self.state = jax.jit(functools.partial(train.init_state, config))(jax.random.PRNGKey(0))
     self.vgg_params = jax.device_put(vgg.random_params()) if model == 'srgan' else {}
-    self.hr = jax.device_put(
-        np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8))
+    hr = np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8)
+    self.hr = jax.device_put(hr if steps_per_call == 1 else np.stack([hr] * steps_per_call))
     state_packing, vgg_packing = packing.packings(self.state_form == 'packed', self.state,
                                                   self.vgg_params)
     step = packing.packed_step(train.make_train_step(config, model == 'srgan', 'keras'),
                                state_packing, vgg_packing)
+    if steps_per_call > 1:
+      step = steps_in_one_call(step, unroll_steps)
     self.state = jax.jit(state_packing.pack)(self.state)
     self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
     self.lowered = jax.jit(step, donate_argnums=(0,)).lower(self.state, self.hr,
@@ -86,6 +103,19 @@ class StepRunner:
   def __call__(self):
     self.state, self.metrics = self.compiled(self.state, self.hr, self.vgg_params)
     return self.metrics
+
+
+def steps_in_one_call(step, unroll: bool = False):
+  """step(state, hr, vgg) -> (state, metrics) as one call over a stack of batches,
+  hr uint8 [K, N, H, W, 3]: K steps in turn (a loop, or unrolled), returning the last
+  step's metrics."""
+
+  def steps(state, hr_stack, vgg_params):
+    state, metrics = jax.lax.scan(lambda state, hr: step(state, hr, vgg_params), state,
+                                  hr_stack, unroll=unroll)
+    return state, jax.tree.map(lambda values: values[-1], metrics)
+
+  return steps
 
 
 def parse_compiler_options(text: str) -> list:
@@ -123,6 +153,10 @@ def main():
                            'sets split by ";", options by spaces, "-" for the defaults, e.g. '
                            '"-;xla_gpu_experimental_enable_conv_fusion=true" (XLA_FLAGS apply '
                            'to every set)')
+  parser.add_argument('--steps_per_call', default='1',
+                      help='comma list: steps run in one compiled call (lax.scan), e.g. 1,4')
+  parser.add_argument('--unroll_steps', action='store_true',
+                      help='with --steps_per_call above 1: unroll the K steps (no loop)')
   parser.add_argument('--rounds', type=int, default=1,
                       help='time every variant this many times, taking turns (all are built '
                            'first), and report the median: a comparison inside one process, '
@@ -136,15 +170,17 @@ def main():
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
   args = common.parse_args(parser)
-  if args.rounds < 1 or args.iters < 1:
-    parser.error('--rounds and --iters must be at least 1')
+  steps_per_call = [int(k) for k in args.steps_per_call.split(',')]
+  if args.rounds < 1 or args.iters < 1 or min(steps_per_call) < 1:
+    parser.error('--rounds, --iters and --steps_per_call must be at least 1')
   try:
     option_sets = parse_compiler_options(args.compiler_options)
   except ValueError as error:
     parser.error(str(error))
   variants = list(itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
-      args.output_convs.split(','), args.state_forms.split(','), range(len(option_sets))))
+      args.output_convs.split(','), args.state_forms.split(','), steps_per_call,
+      range(len(option_sets))))
 
   failed = []
 
@@ -152,12 +188,12 @@ def main():
     """The variant's StepRunner, or None where XLA rejects its options (an option this
     jax does not know, or a value it does not take): that variant's row says why, and
     the others still run."""
-    model, batch, dtype, output_conv, state_form, options = variant
+    model, batch, dtype, output_conv, state_form, steps, options = variant
     config = step_config(model, batch, dtype, args.crop, output_conv, state_form)
     if not option_sets[options]:
-      return StepRunner(config, model)
+      return StepRunner(config, model, steps_per_call=steps, unroll_steps=args.unroll_steps)
     try:
-      return StepRunner(config, model, option_sets[options])
+      return StepRunner(config, model, option_sets[options], steps, args.unroll_steps)
     except jax.errors.JaxRuntimeError as error:
       row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype,
              'compiler_options': options_label(option_sets[options]),
@@ -168,15 +204,22 @@ def main():
 
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
   first_options_seconds = {}  # The variant without its options -> seconds with the first set.
+  one_step_seconds = {}  # The variant without its steps per call -> seconds with one.
+
+  def time_steps(runner):
+    """Seconds per step: warm-up and timed steps rounded up to whole calls."""
+    calls = lambda steps: -(-steps // runner.steps_per_call)
+    return common.time_calls(runner, calls(args.warmup), calls(args.iters)) / runner.steps_per_call
 
   def report(variant, runner, seconds_per_round):
-    model, batch, dtype, output_conv, state_form, options = variant
+    model, batch, dtype, output_conv, state_form, steps, options = variant
     seconds = float(np.median(seconds_per_round))
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * (args.crop / 96) ** 2
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv, 'state_form': runner.state_form,
-           'compiler_options': options_label(option_sets[options]),
+           'compiler_options': options_label(option_sets[options]), 'steps_per_call': steps,
+           'unroll_steps': args.unroll_steps and steps > 1,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12,
            # The same seed, batch and step count in every run: a compiler flag or conv
@@ -188,6 +231,11 @@ def main():
       first_options_seconds[variant[:-1]] = seconds
     if len(option_sets) > 1 and variant[:-1] in first_options_seconds:
       row['speedup_over_first_options'] = first_options_seconds[variant[:-1]] / seconds
+    without_steps = variant[:-2] + variant[-1:]
+    if steps == 1:
+      one_step_seconds[without_steps] = seconds
+    elif without_steps in one_step_seconds:
+      row['speedup_over_one_step_per_call'] = one_step_seconds[without_steps] / seconds
     if args.peak_tflops:
       row['mfu'] = row['tflops'] / args.peak_tflops
     if args.torch:
@@ -205,14 +253,13 @@ def main():
     for variant in variants:
       runner = build(variant)
       if runner is not None:
-        report(variant, runner, [common.time_calls(runner, args.warmup, args.iters)])
+        report(variant, runner, [time_steps(runner)])
       del runner
   else:
     built = [(variant, runner) for variant in variants
              if (runner := build(variant)) is not None]
     seconds = common.time_in_turns(
-        [functools.partial(common.time_calls, runner, args.warmup, args.iters)
-         for _, runner in built], args.rounds)
+        [functools.partial(time_steps, runner) for _, runner in built], args.rounds)
     for (variant, runner), times in zip(built, seconds):
       report(variant, runner, times)
   if failed:
