@@ -180,10 +180,20 @@ def make_step(model: str, batch: int, dtype: str, crop: int, settings: Settings 
     g_opt.step()
     return loss
 
+  step = srgan_step if model == 'srgan' else srresnet_step
   if settings.compile_mode:
     for module in (g, d, vgg):
       module.forward = torch.compile(module.forward, mode=settings.compile_mode)
-  return (srgan_step if model == 'srgan' else srresnet_step), {'g': g, 'd': d, 'vgg': vgg}
+  if settings.compile_mode == 'reduce-overhead':
+    # CUDA graphs reuse their output memory: each step must say where it begins, or the
+    # next replay overwrites outputs still in use ("accessing tensor output of CUDAGraphs
+    # that has been overwritten by a subsequent run" on an H100, fifth run).
+    eager_step = step
+
+    def step():
+      torch.compiler.cudagraph_mark_step_begin()
+      return eager_step()
+  return step, {'g': g, 'd': d, 'vgg': vgg}
 
 
 def synchronize():
