@@ -3,9 +3,10 @@
 # has its own time limit, 455 s in all, so one that hangs cannot eat the others' time).
 # PARTS="train_step profile" runs only the parts named (default: all). Probes, at the
 # end, are experiments that run only when PARTS names them, each within 8 minutes.
-# Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl (default OUT:
-# benchmarks/out; few files, since a device session returns only a few); copy them to
-# benchmarks/RESULTS.md.
+# Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl, and the profiles'
+# traces (for Perfetto, or profile_step.py's functions) as $OUT/trace_*.json.gz (default
+# OUT: benchmarks/out; few files, since a device session returns only a few); copy the
+# figures to benchmarks/RESULTS.md.
 #   OUT=/tmp/out bash benchmarks/gpu_check.sh
 # Packages missing on the GPU machine travel as wheels in .whl/ (see RESULTS.md).
 set -uo pipefail
@@ -37,6 +38,15 @@ probe() {  # probe NAME TIMEOUT_S COMMAND...: as run, but only when PARTS names 
   [[ " $PARTS " == *" $1 "* ]] || return 0
   run "$@"
 }
+keep_trace() {  # keep_trace PART DIR NAME: if PART ran, the newest Perfetto trace under
+  [[ $PARTS == all || " $PARTS " == *" $1 "* ]] || return 0  # DIR as $OUT/NAME.json.gz
+  local trace
+  trace=$(find "$2" -name '*perfetto_trace.json.gz' -printf '%T@ %p\n' 2>/dev/null \
+      | sort -n | tail -1 | cut -d' ' -f2-)
+  [[ -n $trace ]] && cp "$trace" "$OUT/$3.json.gz" && echo "trace: $OUT/$3.json.gz" \
+      | tee -a "$OUT/gpu_check.txt"
+  return 0
+}
 
 # Compiling dominates the run (an SRGAN step: about 40 s with autotuning on an H200, jax
 # 0.11.2); the persistent cache lets the profile reuse a compile of train_step.
@@ -53,7 +63,8 @@ run fp32 95 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_siz
 # ops on either side: first with each kernel launched on its own (XLA's default under a
 # profiler), then with the command buffers (CUDA graphs) that training runs kept on.
 run profile 90 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
-    --output_conv=subpixel4 --steps=10 --top=15 --graphs
+    --output_conv=subpixel4 --steps=10 --top=15 --graphs --trace_dir=/tmp/srgan_jax_trace/srresnet
+keep_trace profile /tmp/srgan_jax_trace/srresnet/ops trace_srresnet
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
 run upscale 45 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
     --output_convs=subpixel4 --torch
@@ -69,41 +80,35 @@ run input_pipeline 15 python3 benchmarks/input_pipeline.py \
 run train_loop 45 python3 benchmarks/train_loop.py --model=srresnet --batch=64 \
     --dtype=bfloat16 --steps=600 --log_every=100 --eval_set=skimage:astronaut --step
 
-# Probe: XLA's command-buffer options against the SRResNet step's idle time, each
-# compiled from the same lowered step in one process and timed in turn, 4 rounds, the
-# defaults first (each row's ratio is to them): no graphs at all (what the default graphs
-# give); concurrent small kernels inside graphs; graphs that are not updated for new
-# buffer addresses each step (the state and outputs move every step); graphs of one op;
-# cuDNN conv fusions; every kernel in graphs (convs too, which needs deterministic conv
-# algorithms), with and without updates. An option this jax does not take costs only
-# its own row.
-probe command_buffers 240 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
-    --dtypes=bfloat16 --rounds=4 --iters=50 --json="$OUT/train_step.jsonl" \
-    --compiler_options="-;xla_gpu_enable_command_buffer=;\
-xla_gpu_command_buffer_scheduling_mode=CONCURRENT_REGIONS;\
-xla_gpu_command_buffer_update_mode=NEVER_UPDATE;xla_gpu_graph_min_graph_size=1;\
-xla_gpu_experimental_enable_conv_fusion=true;\
-xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
-xla_gpu_exclude_nondeterministic_ops=true;\
-xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION \
-xla_gpu_exclude_nondeterministic_ops=true xla_gpu_command_buffer_update_mode=NEVER_UPDATE"
-# Probe: where the SRGAN step's device time goes now, op by op and by network, and its
-# idle gaps with and without graphs. The last SRGAN profile (second run in RESULTS.md)
-# predates D's one call on real and fake and the matmul form of the output conv.
+# Probe: where the SRGAN step's device time goes, op by op and by network, and its idle
+# gaps. Its trace comes back as $OUT/trace_srgan.json.gz.
 probe profile_srgan 150 python3 benchmarks/profile_step.py --model=srgan --batch=64 \
-    --dtype=bfloat16 --output_conv=subpixel4 --steps=10 --top=25 --graphs
-# Probes: whether the PyTorch reference runs in its fastest setup, so that the ratios are
-# not flattered. torch_settings: its step with each careful setting undone (autocast=false:
-# networks and Adam in bf16, as a plain port might run them), timed in turn in one
-# process, then a torch.profiler summary of the careful eager step (kernels, device time
-# against the wall, idle gaps). torch_compile: the eager step against torch.compile,
-# plain and with CUDA graphs (reduce-overhead), compiles included in the limit (compiling
-# the SRGAN step took 93 s for a batch of 2 on 2 CPU cores).
-probe torch_settings 120 python3 benchmarks/torch_settings.py --model=srgan --batch=64 \
-    --dtype=bfloat16 --rounds=3 --iters=20 --profile --json="$OUT/torch_settings.jsonl" \
-    --settings="-;channels_last=false;cudnn_benchmark=false;fused_adam=false;freeze_d=false;\
-autocast=false"
+    --dtype=bfloat16 --output_conv=subpixel4 --steps=10 --top=25 \
+    --trace_dir=/tmp/srgan_jax_trace/srgan
+keep_trace profile_srgan /tmp/srgan_jax_trace/srgan/ops trace_srgan
+# Probes: whether a cost paid once per call (dispatch, passing arrays, XLA's work on its
+# command buffers before each execution) is what leaves the device idle: K steps in one
+# call (train_step.py --steps_per_call), as a loop (with and without the loop in a CUDA
+# graph) and unrolled, against one step per call, in one process each; 4 warm-up and 48
+# timed steps, so every variant runs as many steps and their losses compare. Compiles
+# from a cold cache dominate (the SRGAN pair took 104 s on an H100; four SRResNet
+# variants did not finish in 90 s).
+probe steps_per_call 180 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
+    --dtypes=bfloat16 --steps_per_call=1,4 --rounds=3 --warmup=4 --iters=48 \
+    --json="$OUT/train_step.jsonl" --compiler_options="-;\
+xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION,WHILE,CONDITIONAL \
+xla_gpu_exclude_nondeterministic_ops=true"
+probe steps_per_call_srgan 120 python3 benchmarks/train_step.py --models=srgan --batch_sizes=64 \
+    --dtypes=bfloat16 --steps_per_call=1,4 --rounds=3 --warmup=4 --iters=48 \
+    --json="$OUT/train_step.jsonl"
+probe steps_per_call_unrolled 150 python3 benchmarks/train_step.py --models=srresnet \
+    --batch_sizes=64 --dtypes=bfloat16 --steps_per_call=1,4 --unroll_steps --rounds=3 \
+    --warmup=4 --iters=48 --json="$OUT/train_step.jsonl"
+# Probe: the PyTorch reference with CUDA graphs (torch.compile's reduce-overhead) against
+# its eager step. Eager, it waits on the host (fifth run: 23 ms of kernels in a 42 ms
+# step); plain torch.compile was slower (x0.79), and reduce-overhead failed there until
+# each step began with cudagraph_mark_step_begin. Compiling took 100 s on an H100.
 probe torch_compile 300 python3 benchmarks/torch_settings.py --model=srgan --batch=64 \
     --dtype=bfloat16 --rounds=3 --iters=20 --json="$OUT/torch_settings.jsonl" \
-    --settings="-;compile_mode=default;compile_mode=reduce-overhead"
+    --settings="-;compile_mode=reduce-overhead"
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"

@@ -76,6 +76,27 @@ def test_train_step_benchmark_compares_compiler_options_in_rounds(tmp_path):
       timed[0]['ms_per_step'] / timed[1]['ms_per_step'])
 
 
+def test_train_step_benchmark_runs_several_steps_per_call(tmp_path):
+  """K steps in one call (a scan, rolled or unrolled) train as K calls of one step: with
+  warm-up and timed steps multiples of K, every variant ends at the same loss."""
+  out = tmp_path / 'rows.jsonl'
+  for unroll in ([], ['--unroll_steps']):
+    result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
+                         '--dtypes=float32', '--crop=32', '--warmup=2', '--iters=2',
+                         '--steps_per_call=1,2', f'--json={out}'] + unroll)
+    assert result.returncode == 0, result.stderr[-3000:]
+  rows = _rows(out)
+  assert [(r['steps_per_call'], r['unroll_steps']) for r in rows] == [
+      (1, False), (2, False), (1, False), (2, True)]
+  for one, two in (rows[:2], rows[2:]):
+    assert one['g_loss_last_step'] == pytest.approx(two['g_loss_last_step'], rel=1e-5)
+    assert two['speedup_over_one_step_per_call'] == pytest.approx(
+        one['ms_per_step'] / two['ms_per_step'])
+    assert 'speedup_over_one_step_per_call' not in one
+  bad = run_python(['benchmarks/train_step.py', '--steps_per_call=0'])
+  assert bad.returncode == 2 and 'must be at least 1' in bad.stderr
+
+
 def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
   from benchmarks import layers
   out = tmp_path / 'layers.jsonl'
@@ -198,9 +219,11 @@ def test_idle_gaps_are_the_holes_in_the_union_of_the_kernels():
   assert line.endswith('longest 12.0 us')
 
 
-def test_kernel_key_takes_the_steps_ops_and_the_gpu_streams_unnamed_kernels():
-  """On a GPU, kernels launched from a CUDA graph carry no `hlo_op`; they count if they
-  ran on a stream. Host events, and the device's derived lines, do not."""
+def test_kernel_key_takes_the_steps_ops_and_every_kernel_on_the_gpu_streams():
+  """On a GPU, every kernel on a stream counts: kernels launched from a CUDA graph carry
+  no `hlo_op` and are named by the event; one whose `hlo_op` the step's HLO text lacks
+  is named by it (dropping those once hid G's output conv). Host events, another
+  executable's ops on the host, and the device's derived lines do not count."""
   from benchmarks import profile_step
   meta = [{'ph': 'M', 'pid': 1, 'name': 'process_name', 'args': {'name': '/host:CPU'}},
           {'ph': 'M', 'pid': 2, 'name': 'process_name', 'args': {'name': '/device:GPU:0'}},
@@ -209,12 +232,13 @@ def test_kernel_key_takes_the_steps_ops_and_the_gpu_streams_unnamed_kernels():
   ops = {'fusion.1': ('f32[2]', 'jit(step)/Generator/conv1')}
   events = meta + [_event('host work', 0, 1, pid=1, tid=3),
                    _event('fusion.1', 0, 1, pid=1, tid=3, op='fusion.1'),  # CPU op.
-                   _event('fusion.9', 0, 1, pid=2, tid=7, op='fusion.9'),  # Not the step's.
+                   _event('fusion.9', 0, 1, pid=1, tid=3, op='fusion.9'),  # Not the step's.
+                   _event('gemm_fusion_dot.3', 1, 1, pid=2, tid=7, op='gemm.3'),  # Not in ops.
                    _event('sm90_xmma_conv', 2, 1, pid=2, tid=7),  # In a CUDA graph.
                    _event('jit_step', 0, 9, pid=2, tid=9)]
   key = profile_step.kernel_key(events, ops)
-  assert [key(e) for e in events[len(meta):]] == [None, 'fusion.1', None, 'sm90_xmma_conv',
-                                                  None]
+  assert [key(e) for e in events[len(meta):]] == [None, 'fusion.1', None, 'gemm.3',
+                                                  'sm90_xmma_conv', None]
   # Without thread names, every thread of a device process is a stream.
   key = profile_step.kernel_key(meta[:2] + events[len(meta):], ops)
   assert key(events[-1]) == 'jit_step'
@@ -251,7 +275,7 @@ def test_gpu_check_compiler_options_are_known_to_xla():
   option_sets = [options for line in script.splitlines() if line.startswith(('run ', 'probe '))
                  for arg in shlex.split(line) if arg.startswith('--compiler_options=')
                  for options in parse_compiler_options(arg.split('=', 1)[1])]
-  assert len(option_sets) >= 5
+  assert len(option_sets) >= 2 and any(option_sets)  # The defaults and at least one set.
   lowered = jax.jit(lambda x: 2 * x).lower(jnp.ones(3))
   for options in option_sets:
     lowered.compile(compiler_options=options or None)  # Raises on an unknown option or value.
@@ -382,6 +406,23 @@ def test_torch_reference_step_updates_what_ours_updates():
              for name, module in modules.items()}
   assert changed == {'g': True, 'd': True, 'vgg': False}
   assert torch_reference.time_step('srresnet', 2, 'bfloat16', 32, warmup=1, iters=1) > 0
+
+
+def test_torch_reference_marks_each_step_for_cuda_graphs(monkeypatch):
+  """Under reduce-overhead (CUDA graphs) each step starts with cudagraph_mark_step_begin,
+  which a step needs so that a replay does not overwrite outputs still in use. Compiling
+  is replaced by the eager forward here: the wiring is what is tested (graphs need a GPU)."""
+  torch = pytest.importorskip('torch')
+  from benchmarks import torch_reference
+  marks = []
+  monkeypatch.setattr(torch, 'compile', lambda forward, mode: forward)
+  monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+  for mode, expected in (('reduce-overhead', 2), ('default', 0), ('', 0)):
+    marks.clear()
+    step, _ = torch_reference.make_step('srresnet', 2, 'float32', 32,
+                                        torch_reference.Settings(compile_mode=mode))
+    losses = [step().item() for _ in range(2)]
+    assert np.all(np.isfinite(losses)) and len(marks) == expected, mode
 
 
 def test_torch_settings_parse_into_one_variant_each():
