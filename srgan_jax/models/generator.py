@@ -18,8 +18,7 @@ PRELU_INIT = 0.25
 BN_MOMENTUM = 0.9
 # Forms of the output conv -> (how much coarser than HR it runs, whether as a matmul and
 # shifted sums rather than a conv call); see `layers.PixelShuffleConv`. subpixel4 runs as
-# a matmul: on an H200 that cut the SRResNet step's device time from 2.52 to 2.11 ms
-# (benchmarks/RESULTS.md).
+# a matmul, which on an H200 was as fast as its cuDNN conv (benchmarks/RESULTS.md).
 OUTPUT_CONVS = {'direct': (1, False), 'subpixel2': (2, False), 'subpixel4': (4, True)}
 
 

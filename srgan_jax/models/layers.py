@@ -129,9 +129,10 @@ class PixelShuffleConv(nn.Module):
   With `matmul`, the conv on a coarser grid runs as one matmul of x with all m*m regrouped
   taps ([N*h*w, C'] x [C', m*m*O']), then a sum of the m*m tap outputs, each shifted by
   its offset (`shifted_tap_sum`): the same FLOPs as a GEMM and one fusion instead of a
-  cuDNN conv. It pays where O' is small beside C' (grid 4: 3x3, 1024 -> 48, so the tap
-  outputs are 432 channels, less than x's 1024): on an H200 it took the SRResNet step's
-  device time from 2.52 to 2.11 ms (benchmarks/RESULTS.md).
+  cuDNN conv. It is meant for an O' small beside C' (grid 4: 3x3, 1024 -> 48, so the tap
+  outputs are 432 channels, less than x's 1024). On an H200 the SRResNet and SRGAN steps
+  ran as fast with it as with the cuDNN conv, within noise (benchmarks/RESULTS.md, third
+  run; the device time saved then is in doubt, see the fifth run).
 
   Attributes:
     features: output channels (3 for SRGAN's output layer).
