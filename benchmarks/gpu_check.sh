@@ -39,12 +39,15 @@ probe() {  # probe NAME TIMEOUT_S COMMAND...: as run, but only when PARTS names 
   run "$@"
 }
 keep_trace() {  # keep_trace PART DIR NAME: if PART ran, the newest Perfetto trace under
-  [[ $PARTS == all || " $PARTS " == *" $1 "* ]] || return 0  # DIR as $OUT/NAME.json.gz
+  # DIR as $OUT/NAME.json.gz and the step's HLO as $OUT/NAME.hlo.txt.gz, which
+  # `profile_step.py --from_trace=... --hlo=...` reads on any machine.
+  [[ $PARTS == all || " $PARTS " == *" $1 "* ]] || return 0
   local trace
   trace=$(find "$2" -name '*perfetto_trace.json.gz' -printf '%T@ %p\n' 2>/dev/null \
       | sort -n | tail -1 | cut -d' ' -f2-)
   [[ -n $trace ]] && cp "$trace" "$OUT/$3.json.gz" && echo "trace: $OUT/$3.json.gz" \
       | tee -a "$OUT/gpu_check.txt"
+  [[ -f $2/step.hlo.txt.gz ]] && cp "$2/step.hlo.txt.gz" "$OUT/$3.hlo.txt.gz"
   return 0
 }
 
@@ -88,13 +91,16 @@ probe profile_srgan 150 python3 benchmarks/profile_step.py --model=srgan --batch
 keep_trace profile_srgan /tmp/srgan_jax_trace/srgan/ops trace_srgan
 # Probes: whether a cost paid once per call (dispatch, passing arrays, XLA's work on its
 # command buffers before each execution) is what leaves the device idle: K steps in one
-# call (train_step.py --steps_per_call), as a loop (with and without the loop in a CUDA
-# graph) and unrolled, against one step per call, in one process each; 4 warm-up and 48
-# timed steps, so every variant runs as many steps and their losses compare. Compiles
-# from a cold cache dominate (the SRGAN pair took 104 s on an H100; four SRResNet
-# variants did not finish in 90 s).
-probe steps_per_call 180 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
+# call (train_step.py --steps_per_call) against one step per call, in one process each,
+# as a loop, as a loop that XLA may put whole into a CUDA graph, and unrolled; 4 warm-up
+# and 48 timed steps, so every variant runs as many steps and their losses compare.
+# Compiles from a cold cache dominate (the SRGAN pair took 104 s on an H100; four
+# SRResNet variants did not finish in 90 s), and a variant that hangs costs its probe only.
+probe steps_per_call 120 python3 benchmarks/train_step.py --models=srresnet --batch_sizes=64 \
     --dtypes=bfloat16 --steps_per_call=1,4 --rounds=3 --warmup=4 --iters=48 \
+    --json="$OUT/train_step.jsonl"
+probe steps_per_call_graphs 150 python3 benchmarks/train_step.py --models=srresnet \
+    --batch_sizes=64 --dtypes=bfloat16 --steps_per_call=4 --rounds=3 --warmup=4 --iters=48 \
     --json="$OUT/train_step.jsonl" --compiler_options="-;\
 xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONVOLUTION,WHILE,CONDITIONAL \
 xla_gpu_exclude_nondeterministic_ops=true"

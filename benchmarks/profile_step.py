@@ -2,6 +2,8 @@
 
   python benchmarks/profile_step.py --model=srgan --batch=64 --dtype=bfloat16 \
       [--output_conv=direct] [--steps=5] [--top=40] [--graphs] [--trace_dir=DIR]
+  python benchmarks/profile_step.py --from_trace=out/trace_srgan.json.gz \
+      --hlo=out/trace_srgan.hlo.txt.gz   # a trace saved by gpu_check.sh, read anywhere
 
 Runs the compiled step a few times under `jax.profiler` (the trace, for Perfetto or
 TensorBoard, is kept in --trace_dir), then sums the device time of every op the step's
@@ -23,6 +25,10 @@ profile launches every kernel from the host, as training does not. --graphs prof
 step again, compiled with `xla_enable_command_buffers_during_profiling`, to show the idle
 time as training has it; kernels inside a graph carry no op name and are listed by the
 kernel's own name.
+
+Each profile leaves the step's optimised HLO beside its trace (step.hlo.txt.gz), and
+--from_trace reports on such a trace later, on any machine: `gpu_check.sh` brings both
+back from a GPU session.
 """
 
 import argparse
@@ -76,14 +82,21 @@ def hlo_ops(hlo_text: str) -> dict:
   return ops
 
 
-def trace_events(trace_dir: str) -> list:
-  """The events of the newest Perfetto trace under trace_dir."""
-  paths = glob.glob(os.path.join(trace_dir, '**', '*perfetto_trace.json.gz'), recursive=True)
+def trace_events(trace_path: str) -> list:
+  """The events of a Perfetto trace (.json.gz), or of the newest one under a folder."""
+  paths = ([trace_path] if os.path.isfile(trace_path) else
+           glob.glob(os.path.join(trace_path, '**', '*perfetto_trace.json.gz'), recursive=True))
   if not paths:
-    raise FileNotFoundError(f'no perfetto_trace.json.gz under {trace_dir}')
+    raise FileNotFoundError(f'no perfetto_trace.json.gz under {trace_path}')
   with gzip.open(max(paths, key=os.path.getmtime)) as f:
     events = json.load(f)
   return events['traceEvents'] if isinstance(events, dict) else events
+
+
+def steps_in_trace(totals: dict) -> int:
+  """How many steps a trace holds: the most common number of runs of an op (most ops of
+  a step run once per step)."""
+  return collections.Counter(count for _, count in totals.values()).most_common(1)[0][0]
 
 
 def device_threads(events: list) -> set:
@@ -210,18 +223,26 @@ def network_of(op_name: str) -> str:
 
 
 def report(run: StepRunner, steps: int, top: int, trace_dir: str):
-  """Times `run`, profiles `steps` more of its steps into trace_dir and prints the summary,
-  the idle time, the `top` ops or kernels by device time, the time by network and the
-  `top` longest gaps."""
-  ops = hlo_ops(run.compiled.as_text())
+  """Times `run`, profiles `steps` more of its steps into trace_dir (with the step's
+  optimised HLO beside the trace, as step.hlo.txt.gz, for `--from_trace`) and prints
+  `summarize`'s report."""
+  hlo_text = run.compiled.as_text()
   wall = common.time_calls(run, 2, steps)
   jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
   for _ in range(steps):
     metrics = run()
   jax.block_until_ready(metrics)
   jax.profiler.stop_trace()
+  with gzip.open(os.path.join(trace_dir, 'step.hlo.txt.gz'), 'wt') as f:
+    f.write(hlo_text)
+  summarize(trace_events(trace_dir), hlo_ops(hlo_text), steps, wall, top, trace_dir)
 
-  events = trace_events(trace_dir)
+
+def summarize(events: list, ops: dict, steps: int, wall: float, top: int, trace_dir: str,
+              wall_from: str = 'timed without the profiler'):
+  """Prints the summary, the idle time, the `top` ops or kernels by device time, the time
+  by network and the `top` longest gaps of a trace of `steps` steps, whose HLO
+  instructions `ops` names (`hlo_ops`; without them, kernels go by their `hlo_op`)."""
   key = kernel_key(events, ops)
   totals = op_times(events, key)
   if not totals:  # E.g. jax 0.6's CPU profiler, which records no op at all.
@@ -229,7 +250,8 @@ def report(run: StepRunner, steps: int, top: int, trace_dir: str):
              f'{jax.default_backend()}); trace: {trace_dir}')
   named = sum(op in ops for op in totals)
   unnamed_ms = sum(micros for op, (micros, _) in totals.items() if op not in ops) / 1e3 / steps
-  print(f'{step_line(wall, totals.values(), steps)} ({named} distinct ops of the step, '
+  print(f'{step_line(wall, totals.values(), steps, wall_from)} ({named} distinct ops of the '
+        f'step, '
         f'{len(totals) - named} kernels without an op name'
         + (f': {unnamed_ms:.3f} ms per step)' if unnamed_ms else ')'))
   gaps = idle_gaps(events, key)
@@ -258,6 +280,31 @@ def report(run: StepRunner, steps: int, top: int, trace_dir: str):
     print(f'{micros:9.1f} us  after {source(before)[-70:]}  before {source(after)[-70:]}')
 
 
+def report_saved_trace(trace_path: str, hlo_path: str, top: int):
+  """`summarize` for a trace profiled earlier, maybe on another machine. The steps it
+  holds are counted from its ops, and the wall step is the span from its first kernel
+  to its last, divided by them: a step under the profiler, slower than without."""
+  for path in filter(None, (trace_path, hlo_path)):
+    if not os.path.isfile(path):
+      sys.exit(f'no such file: {path}')
+  ops = {}
+  if hlo_path:
+    with (gzip.open if hlo_path.endswith('.gz') else open)(hlo_path, 'rt') as f:
+      ops = hlo_ops(f.read())
+  events = trace_events(trace_path)
+  key = kernel_key(events, ops)
+  totals = op_times(events, key)
+  if not totals:
+    sys.exit(f'{trace_path} holds no kernel or op of a step')
+  steps = steps_in_trace(totals)
+  spans = [(float(e['ts']), float(e['ts']) + float(e.get('dur', 0)))
+           for e in events if e.get('ph') == 'X' and key(e)]
+  wall = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e6 / steps
+  print(f'{trace_path}: {steps} steps')
+  summarize(events, ops, steps, wall, top, trace_path,
+            wall_from=f'under the profiler, first kernel to last over {steps} steps')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,7 +324,17 @@ def main():
                            'buffers (CUDA graphs) on under the profiler, as they run '
                            'without it; the first profile launches each kernel on its own')
   parser.add_argument('--trace_dir', default='', help='keep the traces here (default: a temp dir)')
+  parser.add_argument('--from_trace', default='',
+                      help='report on a saved Perfetto trace (.json.gz, e.g. gpu_check.sh\'s '
+                           '$OUT/trace_srresnet.json.gz) instead of running a step; wall time '
+                           'is then the trace\'s, under the profiler')
+  parser.add_argument('--hlo', default='',
+                      help='with --from_trace: the step\'s HLO text (.txt or .txt.gz, saved '
+                           'beside each trace as step.hlo.txt.gz), for op names and networks')
   args = common.parse_args(parser)
+  if args.from_trace:
+    report_saved_trace(args.from_trace, args.hlo, args.top)
+    return
 
   config = step_config(args.model, args.batch, args.dtype, args.crop, args.output_conv,
                        args.state_form)

@@ -4,6 +4,7 @@ GPU time is scarce: a script that breaks there wastes a session's measurements, 
 is run here first. The figures themselves are not checked (speed is not tested).
 """
 
+import glob
 import json
 import os
 import re
@@ -199,6 +200,41 @@ def test_profile_names_the_layers_of_the_step_and_its_idle_gaps():
     assert all(' after ' in line and ' before ' in line for line in section[11:16])
   host = _section(lines, 'ops launched one by one')[16]
   assert host.startswith('host: ') and float(host.split()[1]) > 0
+
+
+def test_profile_reads_a_saved_trace_as_it_read_it_live(tmp_path):
+  """A trace kept with --trace_dir (as gpu_check.sh brings one back), read later with
+  --from_trace and the HLO saved beside it, gives the live run's ops, device time,
+  kernels and steps."""
+  import jax
+  if jax.__version_info__ < (0, 7):
+    pytest.skip(f'jax {jax.__version__} records no per-op events on the CPU')
+  live = run_python(['benchmarks/profile_step.py', '--model=srresnet', '--batch=2',
+                     '--crop=32', '--dtype=float32', '--steps=3', '--top=3',
+                     f'--trace_dir={tmp_path}'])
+  assert live.returncode == 0, live.stderr[-3000:]
+  trace = glob.glob(str(tmp_path / 'ops' / '**' / '*perfetto_trace.json.gz'), recursive=True)
+  hlo = tmp_path / 'ops' / 'step.hlo.txt.gz'
+  assert len(trace) == 1 and hlo.is_file()
+  saved = run_python(['benchmarks/profile_step.py', f'--from_trace={trace[0]}', f'--hlo={hlo}',
+                      '--top=3'])
+  assert saved.returncode == 0, saved.stderr[-3000:]
+  assert f'{trace[0]}: 3 steps' in saved.stdout
+  summary = lambda out: next(line for line in out.splitlines() if line.startswith('step: '))
+  device = lambda line: line.split('device time of its ops: ')[1].split(', ')[0]
+  kernels = lambda line: line.split('of the wall step; ')[1].split(' kernels')[0]
+  ops = lambda line: line.split('(')[-1]
+  live_line, saved_line = summary(live.stdout), summary(saved.stdout)
+  assert 'under the profiler, first kernel to last over 3 steps' in saved_line
+  assert (device(saved_line), kernels(saved_line), ops(saved_line)) == (
+      device(live_line), kernels(live_line), ops(live_line))
+  by_network = lambda out: next(l for l in out.splitlines() if l.startswith('by network: '))
+  assert by_network(saved.stdout) == by_network(live.stdout)
+  # On the CPU, without the HLO text no event can be told from another executable's op.
+  bare = run_python(['benchmarks/profile_step.py', f'--from_trace={trace[0]}'])
+  assert bare.returncode == 1 and 'holds no kernel or op of a step' in bare.stderr
+  missing = run_python(['benchmarks/profile_step.py', f'--from_trace={tmp_path}/nothing.gz'])
+  assert missing.returncode == 1 and 'no such file' in missing.stderr
 
 
 def _event(name, ts, dur, pid=1, tid=1, op=None):
