@@ -4,9 +4,9 @@
 # PARTS="train_step profile" runs only the parts named (default: all). Probes, at the
 # end, are experiments that run only when PARTS names them, each within 8 minutes.
 # Writes its figures to $OUT/gpu_check.txt and $OUT/train_step.jsonl, and the profiles'
-# traces (for Perfetto, or profile_step.py's functions) as $OUT/trace_*.json.gz (default
-# OUT: benchmarks/out; few files, since a device session returns only a few); copy the
-# figures to benchmarks/RESULTS.md.
+# traces and steps' HLO as $OUT/trace_*.json.gz and $OUT/trace_*.hlo.txt.gz (for
+# Perfetto, or `profile_step.py --from_trace`) (default OUT: benchmarks/out; few files,
+# since a device session returns only a few); copy the figures to benchmarks/RESULTS.md.
 #   OUT=/tmp/out bash benchmarks/gpu_check.sh
 # Packages missing on the GPU machine travel as wheels in .whl/ (see RESULTS.md).
 set -uo pipefail
@@ -64,7 +64,9 @@ run fp32 95 python3 benchmarks/train_step.py --models=srgan,srresnet --batch_siz
     --dtypes=float32 --peak_tflops="$PEAK" --torch --iters=50 --json="$OUT/train_step.jsonl"
 # Kernels per step, their device time and the idle time between them, as gaps with the
 # ops on either side: first with each kernel launched on its own (XLA's default under a
-# profiler), then with the command buffers (CUDA graphs) that training runs kept on.
+# profiler), then with the command buffers (CUDA graphs) that training runs kept on (in
+# the fifth run of RESULTS.md the two were the same to 1%: under the profiler the graphs
+# do not seem to be in use).
 run profile 90 python3 benchmarks/profile_step.py --model=srresnet --batch=64 --dtype=bfloat16 \
     --output_conv=subpixel4 --steps=10 --top=15 --graphs --trace_dir=/tmp/srgan_jax_trace/srresnet
 keep_trace profile /tmp/srgan_jax_trace/srresnet/ops trace_srresnet

@@ -251,8 +251,7 @@ def summarize(events: list, ops: dict, steps: int, wall: float, top: int, trace_
   named = sum(op in ops for op in totals)
   unnamed_ms = sum(micros for op, (micros, _) in totals.items() if op not in ops) / 1e3 / steps
   print(f'{step_line(wall, totals.values(), steps, wall_from)} ({named} distinct ops of the '
-        f'step, '
-        f'{len(totals) - named} kernels without an op name'
+        f'step, {len(totals) - named} kernels without an op name'
         + (f': {unnamed_ms:.3f} ms per step)' if unnamed_ms else ')'))
   gaps = idle_gaps(events, key)
   print(idle_line(gaps, steps))

@@ -170,7 +170,10 @@ def main():
   parser.add_argument('--torch_compile', action='store_true', help='torch.compile the reference')
   parser.add_argument('--json', default='', help='append one JSON line per figure to this file')
   args = common.parse_args(parser)
-  steps_per_call = [int(k) for k in args.steps_per_call.split(',')]
+  try:
+    steps_per_call = [int(k) for k in args.steps_per_call.split(',')]
+  except ValueError:
+    parser.error(f'--steps_per_call takes a comma list of integers, got {args.steps_per_call!r}')
   if args.rounds < 1 or args.iters < 1 or min(steps_per_call) < 1:
     parser.error('--rounds, --iters and --steps_per_call must be at least 1')
   try:
@@ -209,7 +212,8 @@ def main():
   def time_steps(runner):
     """Seconds per step: warm-up and timed steps rounded up to whole calls."""
     calls = lambda steps: -(-steps // runner.steps_per_call)
-    return common.time_calls(runner, calls(args.warmup), calls(args.iters)) / runner.steps_per_call
+    seconds = common.time_calls(runner, calls(args.warmup), calls(args.iters))
+    return seconds / runner.steps_per_call
 
   def report(variant, runner, seconds_per_round):
     model, batch, dtype, output_conv, state_form, steps, options = variant

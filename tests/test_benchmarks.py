@@ -94,8 +94,9 @@ def test_train_step_benchmark_runs_several_steps_per_call(tmp_path):
     assert two['speedup_over_one_step_per_call'] == pytest.approx(
         one['ms_per_step'] / two['ms_per_step'])
     assert 'speedup_over_one_step_per_call' not in one
-  bad = run_python(['benchmarks/train_step.py', '--steps_per_call=0'])
-  assert bad.returncode == 2 and 'must be at least 1' in bad.stderr
+  for bad, reason in (('0', 'must be at least 1'), ('1,four', 'a comma list of integers')):
+    result = run_python(['benchmarks/train_step.py', f'--steps_per_call={bad}'])
+    assert result.returncode == 2 and reason in result.stderr, result.stderr[-2000:]
 
 
 def test_layers_benchmark_covers_every_layer_and_sums_them(tmp_path):
