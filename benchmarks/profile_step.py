@@ -15,16 +15,17 @@ that carry one of the step's `hlo_op`s), and prints:
   median and longest. Even gaps are a cost per kernel; a few long ones are a wait;
 - the largest ops per step with their share, output shape and the source op they came
   from (the HLO's `op_name` metadata, which names the module path, e.g.
-  `.../Generator/conv_out/...`), and the totals by network (Generator, Discriminator,
-  VGG19Features, other);
+  `.../Generator/conv_out/...`), the totals by network (Generator, Discriminator,
+  VGG19Features, other) and by kind (convolution, matmul, other fusions, other: `KINDS`);
 - the longest gaps, each with the ops before and after it;
 - the host's cost of passing the step's arguments (the state's leaves) to a compiled
   call, which is part of the idle time.
-XLA turns its command buffers (CUDA graphs) off while a profiler runs, so the first
-profile launches every kernel from the host, as training does not. --graphs profiles the
-step again, compiled with `xla_enable_command_buffers_during_profiling`, to show the idle
-time as training has it; kernels inside a graph carry no op name and are listed by the
-kernel's own name.
+XLA is documented to turn its command buffers (CUDA graphs) off while a profiler runs;
+--graphs profiles the step again, compiled with `xla_enable_command_buffers_during_
+profiling`, to show the idle time as training has it. (With jax 0.11.2 on an H100 both
+profiles ran kernels from command buffers: such a kernel carries the buffer's name as its
+`hlo_op`, e.g. command_buffer_308, and is listed by its fusion's name, or by the buffer's
+where it is a library kernel; benchmarks/RESULTS.md, sixth run.)
 
 Each profile leaves the step's optimised HLO beside its trace (step.hlo.txt.gz), and
 --from_trace reports on such a trace later, on any machine: `gpu_check.sh` brings both
@@ -116,20 +117,25 @@ def device_threads(events: list) -> set:
 def kernel_key(events: list, ops: dict):
   """key(event) -> the op or kernel an event ran, or None for any other event.
 
-  Every event on a GPU stream is device time and counts: named by its HLO instruction
-  (`hlo_op`) where it has one, else by the event (a kernel launched from a CUDA graph,
-  i.e. XLA's command buffers, or a copy). An `hlo_op` missing from the step's HLO text
-  still counts, under that name: an earlier version dropped such kernels as another
-  executable's, and so hid the matmul form of G's output conv (benchmarks/RESULTS.md,
-  fifth run). Off the GPU's streams (the CPU, whose ops run on host threads) only the
-  step's own ops count.
+  Every event on a GPU stream is device time and counts, named by the first of these in
+  the step's HLO text: its HLO instruction (`hlo_op`), or the event's own name (a kernel
+  launched from one of XLA's command buffers, i.e. CUDA graphs, carries the buffer's name
+  as `hlo_op` and its fusion's name, with `_` for `.`, as the event's); else by both,
+  `hlo_op/name` (a library kernel or a copy inside a command buffer), or by the one it
+  has. An earlier version dropped kernels whose `hlo_op` it could not find, and so hid
+  every kernel in a command buffer (benchmarks/RESULTS.md, fifth and sixth runs). Off the
+  GPU's streams (the CPU, whose ops run on host threads) only the step's own ops count.
   """
   streams = device_threads(events)
+  kernel_names = {re.sub(r'[.\-]', '_', op): op for op in ops}
 
   def key(event):
-    op = (event.get('args') or {}).get('hlo_op')
+    op, name = (event.get('args') or {}).get('hlo_op'), event.get('name')
     if (event.get('pid'), event.get('tid')) in streams:
-      return op or event.get('name')
+      if op in ops:
+        return op
+      fused = kernel_names.get(re.sub(r'[.\-]', '_', name or ''))
+      return fused or (f'{op}/{name}' if op and name else op or name)
     return op if op in ops else None
   return key
 
@@ -215,6 +221,20 @@ def dispatch_line(run: StepRunner, iters: int = 100) -> str:
           f'arrays (state {run.state_form}) through a jitted no-op')
 
 
+# What an op's or kernel's name says it computes, first match wins: cuDNN's convolutions
+# (XLA's own on the CPU), matmuls (cuBLAS's, and XLA's GEMM fusions), then XLA's other
+# fusions, which in these steps are the memory-bound work between them (BatchNorm
+# statistics and normalisation, activations, their gradients, Adam). The rest are copies,
+# and library kernels inside a command buffer, which carry only the buffer's name.
+KINDS = (('convolution', ('cudnn-conv', 'convolution', 'conv_general_dilated')),
+         ('matmul', ('gemm', 'cublas', 'nvjet', 'cutlass', 'dot')),
+         ('fusion', ('fusion',)))
+
+
+def kind_of(op: str) -> str:
+  return next((kind for kind, marks in KINDS if any(mark in op for mark in marks)), 'other')
+
+
 def network_of(op_name: str) -> str:
   for network in NETWORKS:
     if network in op_name:
@@ -262,17 +282,19 @@ def summarize(events: list, ops: dict, steps: int, wall: float, top: int, trace_
   source = lambda op: (ops[op][1] or op) if op in ops else f'kernel {op}'
   busy_ms = sum(t for t, _ in totals.values()) / 1e3 / steps
   print(f'{"ms/step":>9} {"share":>6} {"calls":>5}  {"op":<28} {"shape":<24} source')
-  by_network = collections.Counter()
+  by_network, by_kind = collections.Counter(), collections.Counter()
   ranked = sorted(totals.items(), key=lambda item: -item[1][0])
   for rank, (op, (micros, count)) in enumerate(ranked):
     ms = micros / 1e3 / steps
     by_network[network_of(source(op))] += ms
+    by_kind[kind_of(op)] += ms
     if rank < top:
       shape = ops[op][0] if op in ops else ''
       print(f'{ms:9.3f} {ms / busy_ms:6.1%} {count // steps:5d}  {op:<28.28} '
             f'{shape:<24.24} {source(op)[-110:]}')
-  print('by network: ' + ', '.join(f'{name} {ms:.3f} ms ({ms / busy_ms:.1%})'
-                                   for name, ms in by_network.most_common()))
+  for title, counter in (('by network', by_network), ('by kind', by_kind)):
+    print(f'{title}: ' + ', '.join(f'{name} {ms:.3f} ms ({ms / busy_ms:.1%})'
+                                   for name, ms in counter.most_common()))
   print(f'longest gaps ({min(top, len(gaps))} of {len(gaps)} in {steps} steps), with the ops '
         f'before and after:')
   for micros, before, after in sorted(gaps, key=lambda gap: -gap[0])[:top]:
@@ -339,7 +361,7 @@ def main():
                        args.state_form)
   run = StepRunner(config, args.model)
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='srgan_jax_profile_')
-  print('== ops launched one by one (XLA turns command buffers off under a profiler)')
+  print('== the step as compiled (XLA documents its command buffers as off under a profiler)')
   report(run, args.steps, args.top, os.path.join(trace_dir, 'ops'))
   print(dispatch_line(run))
   if args.graphs:

@@ -24,9 +24,9 @@ copies of the one batch, so that the losses match the one-step call's after as m
 steps): what a step costs the host once per call (dispatch, passing the arrays, XLA's
 per-execution work on its command buffers) is then paid once per K steps. Warm-up and
 timed steps are rounded up to whole calls; with --warmup and --iters multiples of K,
-every variant runs as many steps and their `g_loss_last_step` compare. --unroll_steps
-unrolls the scan: K copies of the step in one straight-line program, which XLA runs
-without a loop (compiling takes about K times longer).
+every variant runs as many steps and their `g_loss_last_step` compare. (On an H100,
+four steps per call gained x1.00 for SRResNet and x1.02 for SRGAN: their steps keep the
+device busy 94 and 99% of the time, benchmarks/RESULTS.md, sixth run.)
 """
 
 import argparse
@@ -74,12 +74,11 @@ class StepRunner:
   difference is the host's per-array cost of a call).
 
   With `steps_per_call` K > 1, a call runs K steps in a `lax.scan` over K copies of the
-  batch (uint8 [K, N, H, W, 3]) and returns the last step's metrics; `unroll_steps`
-  unrolls that scan.
+  batch (uint8 [K, N, H, W, 3]) and returns the last step's metrics.
   """
 
   def __init__(self, config, model: str, compiler_options: Optional[dict] = None,
-               steps_per_call: int = 1, unroll_steps: bool = False):
+               steps_per_call: int = 1):
     train.validate_config(config)
     self.steps_per_call = steps_per_call
     self.state_form = 'packed' if train.uses_packed_state(config) else 'tree'
@@ -93,7 +92,7 @@ class StepRunner:
     step = packing.packed_step(train.make_train_step(config, model == 'srgan', 'keras'),
                                state_packing, vgg_packing)
     if steps_per_call > 1:
-      step = steps_in_one_call(step, unroll_steps)
+      step = steps_in_one_call(step)
     self.state = jax.jit(state_packing.pack)(self.state)
     self.vgg_params = jax.jit(vgg_packing.pack)(self.vgg_params)
     self.lowered = jax.jit(step, donate_argnums=(0,)).lower(self.state, self.hr,
@@ -105,14 +104,13 @@ class StepRunner:
     return self.metrics
 
 
-def steps_in_one_call(step, unroll: bool = False):
+def steps_in_one_call(step):
   """step(state, hr, vgg) -> (state, metrics) as one call over a stack of batches,
-  hr uint8 [K, N, H, W, 3]: K steps in turn (a loop, or unrolled), returning the last
-  step's metrics."""
+  hr uint8 [K, N, H, W, 3]: K steps in turn, returning the last step's metrics."""
 
   def steps(state, hr_stack, vgg_params):
     state, metrics = jax.lax.scan(lambda state, hr: step(state, hr, vgg_params), state,
-                                  hr_stack, unroll=unroll)
+                                  hr_stack)
     return state, jax.tree.map(lambda values: values[-1], metrics)
 
   return steps
@@ -155,8 +153,6 @@ def main():
                            'to every set)')
   parser.add_argument('--steps_per_call', default='1',
                       help='comma list: steps run in one compiled call (lax.scan), e.g. 1,4')
-  parser.add_argument('--unroll_steps', action='store_true',
-                      help='with --steps_per_call above 1: unroll the K steps (no loop)')
   parser.add_argument('--rounds', type=int, default=1,
                       help='time every variant this many times, taking turns (all are built '
                            'first), and report the median: a comparison inside one process, '
@@ -194,9 +190,9 @@ def main():
     model, batch, dtype, output_conv, state_form, steps, options = variant
     config = step_config(model, batch, dtype, args.crop, output_conv, state_form)
     if not option_sets[options]:
-      return StepRunner(config, model, steps_per_call=steps, unroll_steps=args.unroll_steps)
+      return StepRunner(config, model, steps_per_call=steps)
     try:
-      return StepRunner(config, model, option_sets[options], steps, args.unroll_steps)
+      return StepRunner(config, model, option_sets[options], steps)
     except jax.errors.JaxRuntimeError as error:
       row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype,
              'compiler_options': options_label(option_sets[options]),
@@ -223,7 +219,6 @@ def main():
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv, 'state_form': runner.state_form,
            'compiler_options': options_label(option_sets[options]), 'steps_per_call': steps,
-           'unroll_steps': args.unroll_steps and steps > 1,
            'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12,
            # The same seed, batch and step count in every run: a compiler flag or conv

@@ -78,22 +78,19 @@ def test_train_step_benchmark_compares_compiler_options_in_rounds(tmp_path):
 
 
 def test_train_step_benchmark_runs_several_steps_per_call(tmp_path):
-  """K steps in one call (a scan, rolled or unrolled) train as K calls of one step: with
-  warm-up and timed steps multiples of K, every variant ends at the same loss."""
+  """K steps in one call (a scan) train as K calls of one step: with warm-up and timed
+  steps multiples of K, both variants end at the same loss."""
   out = tmp_path / 'rows.jsonl'
-  for unroll in ([], ['--unroll_steps']):
-    result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
-                         '--dtypes=float32', '--crop=32', '--warmup=2', '--iters=2',
-                         '--steps_per_call=1,2', f'--json={out}'] + unroll)
-    assert result.returncode == 0, result.stderr[-3000:]
-  rows = _rows(out)
-  assert [(r['steps_per_call'], r['unroll_steps']) for r in rows] == [
-      (1, False), (2, False), (1, False), (2, True)]
-  for one, two in (rows[:2], rows[2:]):
-    assert one['g_loss_last_step'] == pytest.approx(two['g_loss_last_step'], rel=1e-5)
-    assert two['speedup_over_one_step_per_call'] == pytest.approx(
-        one['ms_per_step'] / two['ms_per_step'])
-    assert 'speedup_over_one_step_per_call' not in one
+  result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
+                       '--dtypes=float32', '--crop=32', '--warmup=2', '--iters=2',
+                       '--steps_per_call=1,2', f'--json={out}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  one, two = _rows(out)
+  assert (one['steps_per_call'], two['steps_per_call']) == (1, 2)
+  assert one['g_loss_last_step'] == pytest.approx(two['g_loss_last_step'], rel=1e-5)
+  assert two['speedup_over_one_step_per_call'] == pytest.approx(
+      one['ms_per_step'] / two['ms_per_step'])
+  assert 'speedup_over_one_step_per_call' not in one
   for bad, reason in (('0', 'must be at least 1'), ('1,four', 'a comma list of integers')):
     result = run_python(['benchmarks/train_step.py', f'--steps_per_call={bad}'])
     assert result.returncode == 2 and reason in result.stderr, result.stderr[-2000:]
@@ -170,7 +167,7 @@ def test_profile_names_the_layers_of_the_step_and_its_idle_gaps():
   lines = result.stdout.splitlines()
   # Both profiles report in full; the CPU has no command buffers, so the second profile
   # (the step compiled with them kept on under the profiler) sees the same ops.
-  for title in ('ops launched one by one', 'command buffers kept on'):
+  for title in ('the step as compiled', 'command buffers kept on'):
     section = _section(lines, title)
     summary = section[0]
     assert summary.startswith('step: ')
@@ -195,11 +192,17 @@ def test_profile_names_the_layers_of_the_step_and_its_idle_gaps():
               for part in by_network[len('by network: '):].split(', ')}
     assert {'Generator', 'Discriminator', 'VGG19Features'} <= set(shares)
     assert abs(sum(shares.values()) - busy) < 0.01 * busy
-    assert section[10].startswith('longest gaps (5 of ')
-    gap_us = [float(line.split()[0]) for line in section[11:16]]
+    by_kind = section[10]
+    shares = {part.split()[0]: float(part.split()[1])
+              for part in by_kind[len('by kind: '):].split(', ')}
+    assert by_kind.startswith('by kind: ') and shares['convolution'] > 0
+    assert set(shares) <= {'convolution', 'matmul', 'fusion', 'other'}
+    assert abs(sum(shares.values()) - busy) < 0.01 * busy
+    assert section[11].startswith('longest gaps (5 of ')
+    gap_us = [float(line.split()[0]) for line in section[12:17]]
     assert gap_us[0] == pytest.approx(longest, abs=0.1) and gap_us == sorted(gap_us)[::-1]
-    assert all(' after ' in line and ' before ' in line for line in section[11:16])
-  host = _section(lines, 'ops launched one by one')[16]
+    assert all(' after ' in line and ' before ' in line for line in section[12:17])
+  host = _section(lines, 'the step as compiled')[17]
   assert host.startswith('host: ') and float(host.split()[1]) > 0
 
 
@@ -229,8 +232,9 @@ def test_profile_reads_a_saved_trace_as_it_read_it_live(tmp_path):
   assert 'under the profiler, first kernel to last over 3 steps' in saved_line
   assert (device(saved_line), kernels(saved_line), ops(saved_line)) == (
       device(live_line), kernels(live_line), ops(live_line))
-  by_network = lambda out: next(l for l in out.splitlines() if l.startswith('by network: '))
-  assert by_network(saved.stdout) == by_network(live.stdout)
+  for title in ('by network: ', 'by kind: '):
+    totals = lambda out: next(l for l in out.splitlines() if l.startswith(title))
+    assert totals(saved.stdout) == totals(live.stdout)
   # On the CPU, without the HLO text no event can be told from another executable's op.
   bare = run_python(['benchmarks/profile_step.py', f'--from_trace={trace[0]}'])
   assert bare.returncode == 1 and 'holds no kernel or op of a step' in bare.stderr
@@ -257,25 +261,36 @@ def test_idle_gaps_are_the_holes_in_the_union_of_the_kernels():
 
 
 def test_kernel_key_takes_the_steps_ops_and_every_kernel_on_the_gpu_streams():
-  """On a GPU, every kernel on a stream counts: kernels launched from a CUDA graph carry
-  no `hlo_op` and are named by the event; one whose `hlo_op` the step's HLO text lacks
-  is named by it (dropping those once hid G's output conv). Host events, another
-  executable's ops on the host, and the device's derived lines do not count."""
+  """On a GPU, every kernel on a stream counts: one launched from an XLA command buffer
+  (its `hlo_op` the buffer's name) by its fusion's name (`_` for `.`) where the step's
+  HLO has it, a library kernel there by the buffer's and its own name; so is one whose
+  `hlo_op` the HLO lacks; one with no `hlo_op` by the event. Dropping the unknown ones
+  once hid every kernel in a command buffer. Host events, another executable's ops on
+  the host, and the device's derived lines do not count."""
   from benchmarks import profile_step
   meta = [{'ph': 'M', 'pid': 1, 'name': 'process_name', 'args': {'name': '/host:CPU'}},
           {'ph': 'M', 'pid': 2, 'name': 'process_name', 'args': {'name': '/device:GPU:0'}},
           {'ph': 'M', 'pid': 2, 'tid': 7, 'name': 'thread_name', 'args': {'name': 'Stream #7'}},
           {'ph': 'M', 'pid': 2, 'tid': 9, 'name': 'thread_name', 'args': {'name': 'XLA Modules'}}]
-  ops = {'fusion.1': ('f32[2]', 'jit(step)/Generator/conv1')}
+  ops = {'fusion.1': ('f32[2]', 'jit(step)/Generator/conv1'),
+         'loop_slice_fusion': ('bf16[8]', 'jit(step)/Generator/conv_out/pad'),
+         'input_reduce_fusion.208': ('f32[64]', 'jit(step)/Generator/bn/reduce_sum')}
   events = meta + [_event('host work', 0, 1, pid=1, tid=3),
                    _event('fusion.1', 0, 1, pid=1, tid=3, op='fusion.1'),  # CPU op.
                    _event('fusion.9', 0, 1, pid=1, tid=3, op='fusion.9'),  # Not the step's.
                    _event('gemm_fusion_dot.3', 1, 1, pid=2, tid=7, op='gemm.3'),  # Not in ops.
-                   _event('sm90_xmma_conv', 2, 1, pid=2, tid=7),  # In a CUDA graph.
+                   _event('sm90_xmma_conv', 2, 1, pid=2, tid=7),  # No hlo_op.
+                   _event('loop_slice_fusion', 3, 1, pid=2, tid=7, op='command_buffer_3'),
+                   _event('input_reduce_fusion_208', 4, 1, pid=2, tid=7,
+                          op='command_buffer_3'),
+                   _event('nvjet_sm90_tst', 5, 1, pid=2, tid=7, op='command_buffer_3'),
                    _event('jit_step', 0, 9, pid=2, tid=9)]
   key = profile_step.kernel_key(events, ops)
-  assert [key(e) for e in events[len(meta):]] == [None, 'fusion.1', None, 'gemm.3',
-                                                  'sm90_xmma_conv', None]
+  assert [profile_step.kind_of(key(e) or '') for e in events[len(meta) + 3:-1]] == [
+      'matmul', 'other', 'fusion', 'fusion', 'matmul']
+  assert [key(e) for e in events[len(meta):]] == [
+      None, 'fusion.1', None, 'gemm.3/gemm_fusion_dot.3', 'sm90_xmma_conv',
+      'loop_slice_fusion', 'input_reduce_fusion.208', 'command_buffer_3/nvjet_sm90_tst', None]
   # Without thread names, every thread of a device process is a stream.
   key = profile_step.kernel_key(meta[:2] + events[len(meta):], ops)
   assert key(events[-1]) == 'jit_step'
@@ -297,25 +312,6 @@ def test_gpu_check_time_limits_fit_the_device_budget():
   assert f'{sum(limits)} s in all' in script  # The header states the same total.
   probes = [int(line.split()[2]) for line in script.splitlines() if line.startswith('probe ')]
   assert probes and max(probes) <= 460
-
-
-def test_gpu_check_compiler_options_are_known_to_xla():
-  """Each option set a gpu_check line passes to --compiler_options compiles here: XLA on
-  the CPU takes its GPU options too, so a misspelt name or value fails now, not on the
-  device. (The device's newer jax may still rename one; that costs only its row.)"""
-  import jax
-  import jax.numpy as jnp
-  from benchmarks.train_step import parse_compiler_options
-  if jax.__version_info__ < (0, 10):
-    pytest.skip(f'jax {jax.__version__} predates some of the options; the device runs 0.11')
-  script = _gpu_check_script()
-  option_sets = [options for line in script.splitlines() if line.startswith(('run ', 'probe '))
-                 for arg in shlex.split(line) if arg.startswith('--compiler_options=')
-                 for options in parse_compiler_options(arg.split('=', 1)[1])]
-  assert len(option_sets) >= 2 and any(option_sets)  # The defaults and at least one set.
-  lowered = jax.jit(lambda x: 2 * x).lower(jnp.ones(3))
-  for options in option_sets:
-    lowered.compile(compiler_options=options or None)  # Raises on an unknown option or value.
 
 
 def test_gpu_check_torch_settings_parse():
