@@ -132,7 +132,8 @@ class PixelShuffleConv(nn.Module):
   cuDNN conv. It is meant for an O' small beside C' (grid 4: 3x3, 1024 -> 48, so the tap
   outputs are 432 channels, less than x's 1024). On an H200 the SRResNet and SRGAN steps
   ran as fast with it as with the cuDNN conv, within noise (benchmarks/RESULTS.md, third
-  run; the device time saved then is in doubt, see the fifth run).
+  run). The device time it saved then is in doubt (that profile missed its GEMMs); on an
+  H100 it took 0.36 of SRResNet's 4.31 ms (sixth run), the cuDNN conv not profiled beside.
 
   Attributes:
     features: output channels (3 for SRGAN's output layer).
