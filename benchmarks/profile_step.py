@@ -24,8 +24,8 @@ XLA is documented to turn its command buffers (CUDA graphs) off while a profiler
 --graphs profiles the step again, compiled with `xla_enable_command_buffers_during_
 profiling`, to show the idle time as training has it. (With jax 0.11.2 on an H100 both
 profiles ran kernels from command buffers: such a kernel carries the buffer's name as its
-`hlo_op`, e.g. command_buffer_308, and is listed by its fusion's name, or by the buffer's
-where it is a library kernel; benchmarks/RESULTS.md, sixth run.)
+`hlo_op`, e.g. command_buffer_308, and is listed by its fusion's name, or as buffer/kernel
+where it is a library kernel or a copy; benchmarks/RESULTS.md, sixth run.)
 
 Each profile leaves the step's optimised HLO beside its trace (step.hlo.txt.gz), and
 --from_trace reports on such a trace later, on any machine: `gpu_check.sh` brings both
@@ -225,7 +225,7 @@ def dispatch_line(run: StepRunner, iters: int = 100) -> str:
 # (XLA's own on the CPU), matmuls (cuBLAS's, and XLA's GEMM fusions), then XLA's other
 # fusions, which in these steps are the memory-bound work between them (BatchNorm
 # statistics and normalisation, activations, their gradients, Adam). The rest are copies,
-# and library kernels inside a command buffer, which carry only the buffer's name.
+# memsets, and any library kernel whose name says neither.
 KINDS = (('convolution', ('cudnn-conv', 'convolution', 'conv_general_dilated')),
          ('matmul', ('gemm', 'cublas', 'nvjet', 'cutlass', 'dot')),
          ('fusion', ('fusion',)))
