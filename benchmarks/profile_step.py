@@ -343,7 +343,7 @@ def main():
   parser.add_argument('--graphs', action='store_true',
                       help='then profile the step again, compiled to keep XLA\'s command '
                            'buffers (CUDA graphs) on under the profiler, as they run '
-                           'without it; the first profile launches each kernel on its own')
+                           'without it (on jax 0.11.2 the first profile ran them too)')
   parser.add_argument('--trace_dir', default='', help='keep the traces here (default: a temp dir)')
   parser.add_argument('--from_trace', default='',
                       help='report on a saved Perfetto trace (.json.gz, e.g. gpu_check.sh\'s '

@@ -314,6 +314,29 @@ def test_gpu_check_time_limits_fit_the_device_budget():
   assert probes and max(probes) <= 460
 
 
+def test_documented_compiler_options_are_known_to_xla():
+  """Each option set that gpu_check.sh or the README's benchmark commands pass to
+  --compiler_options compiles here: XLA on the CPU takes its GPU options too, so a
+  misspelt name or value fails now, not on the device. (The device's newer jax may still
+  rename one; that costs only its row.)"""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks.train_step import parse_compiler_options
+  if jax.__version_info__ < (0, 10):
+    pytest.skip(f'jax {jax.__version__} predates some of the options; the device runs 0.11')
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = [line for line in f if line.startswith('python benchmarks/')]
+  lines = readme + [line for line in _gpu_check_script().splitlines()
+                    if line.startswith(('run ', 'probe '))]
+  option_sets = [options for line in lines for arg in shlex.split(line, comments=True)
+                 if arg.startswith('--compiler_options=')
+                 for options in parse_compiler_options(arg.split('=', 1)[1])]
+  assert len(option_sets) >= 2 and any(option_sets)  # The defaults and at least one set.
+  lowered = jax.jit(lambda x: 2 * x).lower(jnp.ones(3))
+  for options in option_sets:
+    lowered.compile(compiler_options=options or None)  # Raises on an unknown option or value.
+
+
 def test_gpu_check_torch_settings_parse():
   pytest.importorskip('torch')
   from benchmarks.torch_reference import parse_settings
