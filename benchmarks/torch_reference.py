@@ -8,8 +8,8 @@ Set up as a careful PyTorch user would, so that a ratio against it is not flatte
 bf16 via autocast, channels-last memory, cuDNN autotuning (`cudnn.benchmark`, as XLA
 autotunes its convolutions), fused Adam on CUDA, and D's weights frozen while G's loss
 is differentiated (the JAX step takes the gradient with respect to SR only). Each of
-these is a field of `Settings`, so that `benchmarks/torch_settings.py` can time the step
-with any of them undone and show which one pays.
+these is a field of `Settings`; undoing any of them made the step slower on a GPU
+(benchmarks/RESULTS.md). As in ours, a conv that feeds a BatchNorm has no bias.
 """
 
 import dataclasses
@@ -25,8 +25,9 @@ class ResidualBlock(nn.Module):
 
   def __init__(self, c):
     super().__init__()
-    self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.PReLU(),
-                              nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+    self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                              nn.PReLU(), nn.Conv2d(c, c, 3, padding=1, bias=False),
+                              nn.BatchNorm2d(c))
 
   def forward(self, x):
     return x + self.body(x)
@@ -38,7 +39,7 @@ class Generator(nn.Module):
     super().__init__()
     self.head = nn.Sequential(nn.Conv2d(3, c, 9, padding=4), nn.PReLU())
     self.body = nn.Sequential(*[ResidualBlock(c) for _ in range(blocks)],
-                              nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+                              nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
     self.up = nn.Sequential(*[m for _ in range(2) for m in
                               (nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.PReLU())])
     self.tail = nn.Conv2d(c, 3, 9, padding=4)
@@ -54,7 +55,7 @@ class Discriminator(nn.Module):
     super().__init__()
     layers, cin = [], 3
     for i, c in enumerate((64, 64, 128, 128, 256, 256, 512, 512)):
-      layers.append(nn.Conv2d(cin, c, 3, stride=2 if i % 2 else 1, padding=1))
+      layers.append(nn.Conv2d(cin, c, 3, stride=2 if i % 2 else 1, padding=1, bias=i == 0))
       if i:
         layers.append(nn.BatchNorm2d(c))
       layers.append(nn.LeakyReLU(0.2))
@@ -92,37 +93,9 @@ class Settings:
   compile_mode: str = ''  # torch.compile G, D and VGG with this mode; '' runs eager.
 
 
-COMPILE_MODES = ('', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
-
-
-def parse_settings(text: str) -> list:
-  """'-;channels_last=false compile_mode=default' -> [Settings(), Settings(...)]: one
-  variant per ';'-separated part, fields by spaces, '-' or nothing for the defaults."""
-  fields = {f.name: f.type for f in dataclasses.fields(Settings)}
-  variants = []
-  for items in common.parse_variants(text, fields.__contains__,
-                                     f'NAME=VALUE, NAME one of {sorted(fields)}'):
-    for name, value in items.items():
-      if fields[name] is bool:
-        if value.lower() not in ('true', 'false'):
-          raise ValueError(f'{name}={value}: {name} is true or false')
-        items[name] = value.lower() == 'true'
-      elif value not in COMPILE_MODES:
-        raise ValueError(f'{name}={value}: compile_mode is one of {COMPILE_MODES[1:]}')
-    variants.append(Settings(**items))
-  return variants
-
-
-def settings_label(settings: Settings) -> str:
-  """The fields that differ from the defaults, as written on the command line; '-' for none."""
-  return ' '.join(f'{f.name}={str(getattr(settings, f.name)).lower()}'
-                  for f in dataclasses.fields(Settings)
-                  if getattr(settings, f.name) != f.default) or '-'
-
-
 def _device(settings: Settings = Settings()) -> str:
   if torch.cuda.is_available():
-    # A global switch: set for each variant before it runs (torch_settings.py takes turns).
+    # A global switch: set before each timing, from the settings it runs with.
     torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     return 'cuda'
   return 'cpu'
@@ -187,8 +160,7 @@ def make_step(model: str, batch: int, dtype: str, crop: int, settings: Settings 
   if settings.compile_mode == 'reduce-overhead':
     # CUDA graphs reuse their output memory: each step must say where it begins, or the
     # next replay overwrites outputs still in use ("accessing tensor output of CUDAGraphs
-    # that has been overwritten by a subsequent run" on an H100, fifth run; with the mark,
-    # the sixth run's SRGAN step took 19.6 ms against 51.7 ms eager).
+    # that has been overwritten by a subsequent run").
     eager_step = step
 
     def step():

@@ -7,14 +7,15 @@ from srgan_jax import losses
 from srgan_jax.models import Discriminator, Generator, VGG19Features
 from srgan_jax.models.discriminator import apply_to_real_and_fake
 from srgan_jax.models.layers import pixel_shuffle
-from srgan_jax.train import count_params
+from srgan_jax.train_step import count_params
 
 
 def test_paper_generator_has_1_55m_parameters_and_upscales_x4():
   generator = Generator()
   lr = jnp.zeros((2, 24, 20, 3))
   variables = jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), lr))
-  assert count_params(variables['params']) == 1_549_462
+  # 1,549,462 less the 2,112 biases of the convolutions that feed a BatchNorm.
+  assert count_params(variables['params']) == 1_547_350
   out = jax.eval_shape(lambda v: generator.apply(v, lr), variables)
   assert out.shape == (2, 96, 80, 3)
 
@@ -81,8 +82,6 @@ def test_discriminator_on_real_and_fake_in_one_call_equals_two_calls():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), aux1, aux2)
   for name in grads2:
     for leaf in grads2[name]:
-      if leaf == 'bias' and name.startswith('conv') and name != 'conv0':
-        continue  # A conv bias before BatchNorm has no gradient: both are float noise.
       g1, g2 = grads1[name][leaf], grads2[name][leaf]
       assert float(jnp.max(jnp.abs(g1 - g2))) <= 1e-3 * float(jnp.max(jnp.abs(g2))), (name, leaf)
 
@@ -108,3 +107,57 @@ def test_vgg_before_activation_can_be_negative():
   assert float(b.min()) < 0
   np.testing.assert_allclose(np.asarray(a), np.maximum(np.asarray(b), 0), atol=1e-6)
 
+
+
+def test_convolutions_that_feed_a_batch_norm_have_no_bias():
+  """BN subtracts the mean, which cancels such a bias: G drops 2,112, D 1,856."""
+  g = jax.eval_shape(Generator().init, jax.random.PRNGKey(0), jnp.zeros((1, 24, 24, 3)))
+  d = jax.eval_shape(Discriminator().init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))
+  for variables in (g, d):
+    for path, _ in jax.tree_util.tree_leaves_with_path(variables['params']):
+      names = [p.key for p in path]
+      if names[-1] == 'bias' and names[-2].startswith('conv'):
+        siblings = variables['batch_stats']
+        for name in names[:-2]:
+          siblings = siblings[name]
+        assert 'bn' + names[-2][len('conv'):] not in siblings, names
+  assert count_params(d["params"]) == 23_565_505 - 1_856  # 23,565,505 with those biases.
+
+
+def test_folding_a_conv_bias_into_batch_norm_keeps_the_inference_output():
+  """Run folders written with those biases load with each one moved into its BN's running
+  mean: conv(x) + b - mean == conv'(x) - (mean - b), checked on Flax's own layers."""
+  from flax import linen as nn
+  from srgan_jax.models import build
+
+  class ConvNorm(nn.Module):
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+      x = nn.Conv(6, (3, 3), use_bias=self.use_bias, name='conv1')(x)
+      x = nn.BatchNorm(use_running_average=True, name='bn1')(x)
+      return nn.Conv(2, (3, 3), name='conv_out')(x)  # Has a bias, and no BN: kept.
+
+  class Nested(nn.Module):
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+      return ConvNorm(self.use_bias, name='block0')(x)
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 3))
+  old = Nested(use_bias=True).init(jax.random.PRNGKey(1), x)
+  leaves, tree = jax.tree.flatten(old)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  old = jax.tree.unflatten(tree, [jax.random.uniform(k, l.shape, minval=0.5, maxval=1.5)
+                                  for k, l in zip(keys, leaves)])  # Nonzero biases and stats.
+  params, stats = build.fold_biases_into_batch_norm(old['params'], old['batch_stats'])
+  assert 'bias' not in params['block0']['conv1'] and 'bias' in params['block0']['conv_out']
+  want = Nested(use_bias=True).apply(old, x)
+  got = Nested(use_bias=False).apply({'params': params, 'batch_stats': stats}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Trees without such biases pass unchanged.
+  again = build.fold_biases_into_batch_norm(params, stats)
+  chex_equal = jax.tree.map(lambda a, b: np.array_equal(a, b), again, (params, stats))
+  assert all(jax.tree.leaves(chex_equal))

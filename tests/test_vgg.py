@@ -1,4 +1,4 @@
-"""The VGG19 port against Keras's own VGG19, the weight importers and the failure messages."""
+"""The VGG19 port against Keras's own VGG19, the public-weights module and its failure messages."""
 
 import os
 import time
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from srgan_jax import train, weights
 from srgan_jax.models import vgg
-from tests.conftest import run_python
+from tests.conftest import require_shared_data, run_python
 
 KERAS_LAYER = lambda name: f'block{name[4]}_conv{name[6]}'
 
@@ -70,38 +71,72 @@ def test_keras_preprocessing_matches_keras_preprocess_input():
 def test_convert_public_h5_layout(tmp_path):
   params = vgg.random_params(seed=1)
   _write_public_keras_notop(tmp_path / 'notop.h5', params)
-  result = run_python(['-m', 'srgan_jax.models.vgg', 'convert', f'--input={tmp_path}/notop.h5',
+  result = run_python(['-m', 'srgan_jax.weights', 'convert', f'--input={tmp_path}/notop.h5',
                        f'--cache_dir={tmp_path}/cache'])
   assert result.returncode == 0, result.stderr
   assert 'RuntimeWarning' not in result.stderr  # The module is not imported twice.
-  loaded, source = vgg.load_params(str(tmp_path / 'cache' / 'vgg19_keras.npz'))
-  assert source == 'keras'
+  loaded = weights.nested(weights.load('vgg19_keras', str(tmp_path / 'cache')))
   for name in vgg.LAYER_NAMES:
     np.testing.assert_array_equal(loaded[name]['kernel'], params[name]['kernel'])
     np.testing.assert_array_equal(loaded[name]['bias'], params[name]['bias'])
+  with pytest.raises(ValueError, match="holds 'vgg19_keras' weights, not 'vgg19_torchvision'"):
+    weights.load('vgg19_torchvision', path=str(tmp_path / 'cache' / 'vgg19_keras.npz'))
 
 
 def test_read_keras3_saved_weights(tmp_path):
   params = vgg.random_params(seed=2)
   _, model = _keras_vgg19(params)
   model.save_weights(str(tmp_path / 'vgg19.weights.h5'))
-  layers = vgg.read_keras_h5(str(tmp_path / 'vgg19.weights.h5'))
+  arrays = weights.read_vgg19_keras(str(tmp_path / 'vgg19.weights.h5'))
   for name in vgg.LAYER_NAMES:
-    np.testing.assert_array_equal(layers[name][0], params[name]['kernel'])
+    np.testing.assert_array_equal(arrays[f'{name}/kernel'], params[name]['kernel'])
 
 
-def test_torchvision_state_dict_without_torch_at_read_time(tmp_path):
+@pytest.mark.parametrize('zip_format', [True, False])
+def test_torchvision_state_dict_without_torch_at_read_time(tmp_path, zip_format):
+  """Both of torch.save's formats: the zip archive, and the older one that torchvision's
+  published files (vgg19-dcbb9e9d.pth among them) were written in."""
   torch = pytest.importorskip('torch')
   params = vgg.random_params(seed=4)
   state = {}
-  for name, index in vgg._TORCHVISION_INDEX.items():
+  for name, index in weights.TORCHVISION_VGG19_INDEX.items():
     state[f'features.{index}.weight'] = torch.from_numpy(
         np.ascontiguousarray(params[name]['kernel'].transpose(3, 2, 0, 1)))
     state[f'features.{index}.bias'] = torch.from_numpy(params[name]['bias'])
-  torch.save(state, tmp_path / 'vgg19-test.pth')
-  layers = vgg.read_torchvision_pth(str(tmp_path / 'vgg19-test.pth'))
+  state['classifier.0.weight'] = torch.zeros(3, 4, dtype=torch.float16)  # Other dtypes pass.
+  torch.save(state, tmp_path / 'vgg19-test.pth', _use_new_zipfile_serialization=zip_format)
+  arrays = weights.read_vgg19_torchvision(str(tmp_path / 'vgg19-test.pth'))
   for name in vgg.LAYER_NAMES:
-    np.testing.assert_array_equal(layers[name][0], params[name]['kernel'])
+    np.testing.assert_array_equal(arrays[f'{name}/kernel'], params[name]['kernel'])
+    np.testing.assert_array_equal(arrays[f'{name}/bias'], params[name]['bias'])
+  raw = weights.read_torch_state_dict(str(tmp_path / 'vgg19-test.pth'))
+  assert raw['classifier.0.weight'].dtype == np.float16
+
+
+def test_published_lpips_files_read_as_torch_reads_them():
+  """The lpips package's v0.1 files, saved from CUDA in the older format, read without
+  PyTorch give what torch.load gives."""
+  torch = pytest.importorskip('torch')
+  folder = require_shared_data('metrics', 'lpips', 'v0.1')
+  for name in ('alex.pth', 'vgg.pth', 'squeeze.pth'):
+    ours = weights.read_torch_state_dict(os.path.join(folder, name))
+    theirs = torch.load(os.path.join(folder, name), map_location='cpu')
+    assert sorted(ours) == sorted(theirs) and len(ours) >= 5
+    for key, value in theirs.items():
+      np.testing.assert_array_equal(ours[key], value.numpy(), err_msg=f'{name} {key}')
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+  import pickle
+  payload = b'cos\nsystem\n(S"touch ' + str(tmp_path / 'ran').encode() + b'"\ntR.'
+  for before in (0, 3):  # As the first pickle, or as the state dict itself.
+    with open(tmp_path / 'evil.pth', 'wb') as f:
+      for value in (weights._LEGACY_MAGIC, 1001, {})[:before]:
+        pickle.dump(value, f)
+      f.write(payload)
+    with pytest.raises(ValueError, match='unsupported object os.system'):
+      weights.read_torch_state_dict(str(tmp_path / 'evil.pth'))
+  assert not (tmp_path / 'ran').exists()
 
 
 def test_wrong_shape_names_the_first_bad_layer(tmp_path):
@@ -110,15 +145,15 @@ def test_wrong_shape_names_the_first_bad_layer(tmp_path):
                        'bias': np.zeros((128,), np.float32)}
   _write_public_keras_notop(tmp_path / 'bad.h5', params)
   with pytest.raises(ValueError, match='layer conv3_2 has kernel'):
-    vgg.read_keras_h5(str(tmp_path / 'bad.h5'))
+    weights.read_vgg19_keras(str(tmp_path / 'bad.h5'))
   (tmp_path / 'junk.npz').write_bytes(b'not a zip')
-  with pytest.raises(ValueError, match='not a VGG19 params file'):
-    vgg.load_params(str(tmp_path / 'junk.npz'))
+  with pytest.raises(ValueError, match='not a weights file written by srgan_jax'):
+    weights.load('vgg19_keras', path=str(tmp_path / 'junk.npz'))
 
 
 def test_fetch_offline_fails_fast_and_names_the_manual_path(tmp_path):
   start = time.monotonic()
-  result = run_python(['-m', 'srgan_jax.models.vgg', 'fetch', '--source=keras',
+  result = run_python(['-m', 'srgan_jax.weights', 'fetch', 'vgg19_keras',
                        f'--cache_dir={tmp_path}'], timeout=60)
   elapsed = time.monotonic() - start
   if result.returncode == 0:
@@ -130,15 +165,24 @@ def test_fetch_offline_fails_fast_and_names_the_manual_path(tmp_path):
 
 def test_missing_weights_message_names_file_and_fetch_command(tmp_path):
   from configs import default
-  config = default.get_config().vgg
-  config.cache_dir = str(tmp_path)
-  with pytest.raises(FileNotFoundError) as error:
-    vgg.resolve_params(config)
+  config = default.get_config()
+  config.vgg.cache_dir = str(tmp_path)
+  with pytest.raises(weights.MissingWeightsError) as error:
+    train.vgg_params_for(config)
   assert str(tmp_path / 'vgg19_keras.npz') in str(error.value)
-  assert 'python -m srgan_jax.models.vgg fetch --source=keras' in str(error.value)
+  assert 'python -m srgan_jax.weights fetch vgg19_keras' in str(error.value)
+  assert 'vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5' in str(error.value)
 
 
 def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
   monkeypatch.setenv('SRGAN_JAX_CACHE', str(tmp_path))
-  assert vgg.params_path('torchvision') == str(tmp_path / 'vgg19_torchvision.npz')
-  assert vgg.params_path('keras', '/elsewhere') == '/elsewhere/vgg19_keras.npz'
+  assert weights.converted_path('vgg19_torchvision') == str(tmp_path / 'vgg19_torchvision.npz')
+  assert weights.converted_path('vgg19_keras', '/elsewhere') == '/elsewhere/vgg19_keras.npz'
+
+
+def test_a_cache_file_converted_before_weights_had_names_still_loads(tmp_path):
+  params = vgg.random_params(seed=5)
+  arrays = {f'{n}/{leaf}': params[n][leaf] for n in vgg.LAYER_NAMES for leaf in ('kernel', 'bias')}
+  np.savez(tmp_path / 'vgg19_keras.npz', __source__=np.array('keras'), **arrays)
+  loaded = weights.load('vgg19_keras', str(tmp_path))
+  assert sorted(loaded) == sorted(arrays)

@@ -34,8 +34,9 @@ class Discriminator(nn.Module):
     """
     x = hr.astype(self.dtype)
     for i, features in enumerate(self.features):
-      x = nn.Conv(features, (3, 3), strides=2 if i % 2 else 1, dtype=self.dtype,
-                  name=f'conv{i}')(x)
+      # A conv that feeds a BatchNorm has no bias: BN's mean subtraction cancels it.
+      x = nn.Conv(features, (3, 3), strides=2 if i % 2 else 1, use_bias=i == 0,
+                  dtype=self.dtype, name=f'conv{i}')(x)
       if i > 0:
         x = nn.BatchNorm(
             use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype,
@@ -60,8 +61,8 @@ def apply_to_real_and_fake(discriminator: Discriminator, params, batch_stats, re
     (real_logits [N], fake_logits [N], batch_stats after both batches).
 
   The two batches are stacked and D is vmapped over them: each convolution runs once on
-  2N images, which took the SRGAN step from 13.5-13.7 to 12.9 ms on an H200
-  (benchmarks/RESULTS.md), and each batch keeps its own BatchNorm statistics. The running
+  2N images, fewer and larger kernels on an accelerator (benchmarks/README.md), and each
+  batch keeps its own BatchNorm statistics. The running
   statistics come out as two calls in a row would leave them (real, then fake): each
   vmapped half returns m * old + (1 - m) * s for its batch statistic s, and
   m * (m * old + (1 - m) * s_real) + (1 - m) * s_fake = m * real_half + fake_half - m * old.

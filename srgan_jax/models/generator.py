@@ -16,14 +16,18 @@ from srgan_jax.models.layers import PixelShuffleConv, pixel_shuffle
 PRELU_INIT = 0.25
 # Running-average momentum of BatchNorm (PyTorch's 0.1 update rate).
 BN_MOMENTUM = 0.9
-# Forms of the output conv -> (how much coarser than HR it runs, whether as a matmul and
-# shifted sums rather than a conv call); see `layers.PixelShuffleConv`. subpixel4 runs as
-# a matmul, which on an H200 was as fast as its cuDNN conv (benchmarks/RESULTS.md).
-OUTPUT_CONVS = {'direct': (1, False), 'subpixel2': (2, False), 'subpixel4': (4, True)}
+# Forms of the output conv -> how much coarser than HR it runs (`layers.PixelShuffleConv`).
+# Which is fastest depends on the device and the model's size (benchmarks/README.md).
+OUTPUT_CONVS = {'direct': 1, 'subpixel2': 2, 'subpixel4': 4}
 
 
 class ResidualBlock(nn.Module):
-  """conv3x3, BN, PReLU, conv3x3, BN, + skip."""
+  """conv3x3, BN, PReLU, conv3x3, BN, + skip.
+
+  A convolution that feeds a BatchNorm has no bias: BN subtracts the mean, which would
+  cancel it (its gradient is zero up to rounding, and Adam turns that rounding into
+  steps of the learning rate's size).
+  """
 
   features: int
   dtype: Any = jnp.float32
@@ -32,16 +36,16 @@ class ResidualBlock(nn.Module):
   def __call__(self, x, train: bool):
     norm = lambda name: nn.BatchNorm(
         use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype, name=name)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv1')(x)
+    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype, name='conv1')(x)
     y = norm('bn1')(y)
     y = nn.PReLU(negative_slope_init=PRELU_INIT, name='prelu')(y)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv2')(y)
+    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype, name='conv2')(y)
     y = norm('bn2')(y)
     return x + y
 
 
 class Generator(nn.Module):
-  """SRResNet. Parameter count for 16 blocks, 64 channels, x4: 1,549,462.
+  """SRResNet. Parameter count for 16 blocks, 64 channels, x4: 1,547,350.
 
   Attributes:
     num_blocks: residual blocks in the body.
@@ -49,8 +53,7 @@ class Generator(nn.Module):
     scale: 2, 4 or 8.
     output_conv: how conv_out is computed, with the same params and results: 'direct'
       (on the HR grid), 'subpixel2' (on the grid before the last pixel shuffle) or
-      'subpixel4' (twice coarser still, as a matmul and shifted sums; scale 4 or 8). See
-      `layers.PixelShuffleConv`.
+      'subpixel4' (twice coarser still; scale 4 or 8). See `layers.PixelShuffleConv`.
     dtype: compute dtype of convolutions (params stay float32).
   """
 
@@ -67,9 +70,9 @@ class Generator(nn.Module):
     if self.output_conv not in OUTPUT_CONVS:
       raise ValueError(f'generator.output_conv must be one of {tuple(OUTPUT_CONVS)}, '
                        f'got {self.output_conv!r}')
-    grid, _ = OUTPUT_CONVS[self.output_conv]
+    grid = OUTPUT_CONVS[self.output_conv]
     if grid > self.scale:
-      fits = [name for name, (g, _) in OUTPUT_CONVS.items() if g <= self.scale]
+      fits = [name for name, g in OUTPUT_CONVS.items() if g <= self.scale]
       raise ValueError(f'generator.output_conv={self.output_conv!r} needs scale >= '
                        f'{grid}, got {self.scale}; at this scale use one of {fits}')
     super().__post_init__()
@@ -84,7 +87,7 @@ class Generator(nn.Module):
     skip = x
     for i in range(self.num_blocks):
       x = ResidualBlock(self.features, dtype=self.dtype, name=f'block{i}')(x, train)
-    x = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv_body')(x)
+    x = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype, name='conv_body')(x)
     x = nn.BatchNorm(
         use_running_average=not train, momentum=BN_MOMENTUM, dtype=self.dtype,
         name='bn_body')(x)
@@ -96,6 +99,6 @@ class Generator(nn.Module):
       if i < num_upsamples - 1:
         x = pixel_shuffle(x, 2)
     # The last shuffle belongs to the output conv, which may run on a coarser grid.
-    grid, matmul = OUTPUT_CONVS[self.output_conv]
-    x = PixelShuffleConv(3, 9, grid=grid, matmul=matmul, dtype=self.dtype, name='conv_out')(x)
+    x = PixelShuffleConv(3, 9, grid=OUTPUT_CONVS[self.output_conv], dtype=self.dtype,
+                         name='conv_out')(x)
     return jnp.tanh(x.astype(jnp.float32))

@@ -6,16 +6,14 @@ On a GPU the narrowest convolution of SRGAN runs far below the device's rate
 computes, from a kernel of the same name, shape and initialiser, regrouped so that the
 convolution runs on x's own grid with 4 times the output channels (9x9, 64 -> 3 becomes
 5x5, 256 -> 12), or on a grid twice coarser with 16 times (3x3, 1024 -> 48), then shuffled.
-On the coarsest grid the conv can run as one matmul and a sum of shifted tap outputs.
 
 Since parameters are shared, a checkpoint trained with one form runs with any other;
-which is faster is a property of the device and compiler (`benchmarks/layers.py`,
-benchmarks/RESULTS.md). D's stride-2 convs computed as stride-1 convs on 2x2-blocked
-input were tried too and were slower on both the CPU and an H200; that form was removed.
+which is faster is a property of the device, the compiler and the model's width
+(`benchmarks/train_step.py --output_convs`, benchmarks/README.md).
 
 `max_pool` is VGG's 2x2 pooling by reshape and max instead of `reduce_window`, whose
 gradient XLA computes with select-and-scatter (on the CPU: index tensors and a scatter,
-4x slower than this form for VGG's four pools). Values and gradients are bit-equal to
+several times slower than this form). Values and gradients are bit-equal to
 `nn.max_pool`'s.
 """
 
@@ -126,21 +124,11 @@ class PixelShuffleConv(nn.Module):
   All compute the same function. Params ('kernel' [k, k, C, features], 'bias' [features])
   are those of the nn.Conv: same names, shapes and initialisers, so checkpoints are shared.
 
-  With `matmul`, the conv on a coarser grid runs as one matmul of x with all m*m regrouped
-  taps ([N*h*w, C'] x [C', m*m*O']), then a sum of the m*m tap outputs, each shifted by
-  its offset (`shifted_tap_sum`): the same FLOPs as a GEMM and one fusion instead of a
-  cuDNN conv. It is meant for an O' small beside C' (grid 4: 3x3, 1024 -> 48, so the tap
-  outputs are 432 channels, less than x's 1024). On an H200 the SRResNet and SRGAN steps
-  ran as fast with it as with the cuDNN conv, within noise (benchmarks/RESULTS.md, third
-  run). The device time it saved then is in doubt (that profile missed its GEMMs); on an
-  H100 it took 0.36 of SRResNet's 4.31 ms (sixth run), the cuDNN conv not profiled beside.
-
   Attributes:
     features: output channels (3 for SRGAN's output layer).
     kernel_size: odd side of the square kernel, applied with 'SAME' zero padding.
     grid: how much coarser than the output the conv runs: 1, `phases` or a multiple of it.
     phases: the pixel shuffle factor that x holds.
-    matmul: on a coarser grid, compute the conv as a matmul and shifted sums (above).
     dtype: compute dtype (params stay float32).
   """
 
@@ -148,7 +136,6 @@ class PixelShuffleConv(nn.Module):
   kernel_size: int
   grid: int = 1
   phases: int = 2
-  matmul: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -159,8 +146,6 @@ class PixelShuffleConv(nn.Module):
       raise ValueError(f'PixelShuffleConv needs an odd kernel_size, got {k}')
     if grid != 1 and grid % phases:
       raise ValueError(f'grid must be 1 or a multiple of phases ({phases}), got {grid}')
-    if self.matmul and grid == 1:
-      raise ValueError('matmul needs a coarser grid (grid > 1)')
     channels = x.shape[-1] // phases**2
     kernel = self.param('kernel', nn.linear.default_kernel_init,
                         (k, k, channels, self.features), jnp.float32)
@@ -174,39 +159,9 @@ class PixelShuffleConv(nn.Module):
       kernel, before, after = subpixel_kernel(kernel, grid)
       padding = ((before, after), (before, after))
     kernel = kernel.astype(self.dtype)
-    if self.matmul:
-      y = shifted_tap_sum(x, kernel, padding[0])
-    else:
-      y = lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=NHWC_HWIO)
+    y = lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=NHWC_HWIO)
     y = y + jnp.tile(bias, grid**2).astype(self.dtype)
     return y if grid == 1 else pixel_shuffle(y, grid)
-
-
-def shifted_tap_sum(x: jnp.ndarray, kernel: jnp.ndarray,
-                    padding: tuple[int, int]) -> jnp.ndarray:
-  """A stride-1 conv as one matmul over channels, then a sum of shifted tap outputs.
-
-  out[n, i, j] = sum over taps (p, q) of x[n, i + p - before, j + q - before] @ kernel[p, q],
-  zero outside x, which is what `lax.conv_general_dilated` computes with this padding.
-
-  Args:
-    x: [N, H, W, C].
-    kernel: [m, m, C, O], with before + after == m - 1.
-    padding: (before, after), the same on both spatial dimensions.
-
-  Returns:
-    [N, H, W, O] in x's dtype; the m*m terms are summed in float32.
-  """
-  _, h, w, _ = x.shape
-  m = kernel.shape[0]
-  before, after = padding
-  if before + after != m - 1:
-    raise ValueError(f'padding {padding} does not keep the size for a {m}x{m} kernel')
-  taps = jnp.einsum('nhwc,pqco->nhwpqo', x, kernel)  # [N, H, W, m, m, O]
-  taps = jnp.pad(taps, ((0, 0), (before, after), (before, after), (0, 0), (0, 0), (0, 0)))
-  y = sum(taps[:, p:p + h, q:q + w, p, q].astype(jnp.float32)
-          for p in range(m) for q in range(m))
-  return y.astype(x.dtype)
 
 
 def max_pool(x: jnp.ndarray, factor: int) -> jnp.ndarray:

@@ -1,0 +1,447 @@
+"""Public pretrained weights: download with a checksum, convert, cache, load.
+
+Every network or metric that needs published weights (VGG19 for the perceptual loss)
+gets them here, in one way:
+
+- `fetch(name)` downloads the published file, checks its size and checksum, converts it
+  into the project's format (`<cache>/<name>.npz`, flat arrays named 'layer/leaf') and
+  returns that file's path;
+- `convert(input)` does the same for a file placed by hand (machines without internet);
+- `load(name)` reads the converted file, or raises `MissingWeightsError` naming the file
+  and both commands, so that a run stops before anything compiles.
+
+The cache is `$SRGAN_JAX_CACHE` or `~/.cache/srgan_jax`. Published PyTorch files are read
+without PyTorch (`read_torch_state_dict`: both the zip format of `torch.save` and the
+older format that torchvision's and most 2017-2020 files use); Keras files need h5py.
+
+Command line:
+  python -m srgan_jax.weights list
+  python -m srgan_jax.weights fetch NAME [--cache_dir=DIR]
+  python -m srgan_jax.weights convert --input=FILE [--name=NAME] [--cache_dir=DIR]
+"""
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import os
+import pickle
+import re
+import struct
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from typing import Callable, Mapping
+
+import numpy as np
+
+from srgan_jax.models import vgg
+
+Arrays = dict[str, np.ndarray]  # 'layer/leaf' -> array, e.g. 'conv1_1/kernel' (HWIO)
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicWeights:
+  """A published weights file and how to turn it into the project's arrays."""
+  name: str  # The project's name for it; also the converted file's name.
+  what: str  # One line for users.
+  url: str
+  filename: str  # The published file's name.
+  read: Callable[[str], Arrays]  # Published file -> arrays (shapes checked).
+  size: int = 0  # Bytes, where the publisher states it; 0: unchecked.
+  md5: str = ''  # Where the publisher gives one.
+  sha256_prefix: str = ''  # torchvision names its files by their sha256's first hex digits.
+
+
+class MissingWeightsError(FileNotFoundError):
+  """Converted weights are not in the cache; the message says how to get them."""
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+class _TorchUnpickler(pickle.Unpickler):
+  """Unpickles a PyTorch state dict into numpy arrays, without PyTorch.
+
+  Only what a state dict of tensors needs is allowed (tensors, typed storages,
+  OrderedDict); any other class is refused, so a hostile pickle cannot run code.
+  `storage(pid)` returns the numpy storage a persistent id names.
+  """
+
+  _DTYPES = {'FloatStorage': np.float32, 'HalfStorage': np.float16, 'DoubleStorage': np.float64,
+             'LongStorage': np.int64, 'IntStorage': np.int32, 'ByteStorage': np.uint8}
+
+  def __init__(self, file, storage: Callable):
+    super().__init__(file)
+    self._storage = storage
+
+  def find_class(self, module, name):
+    if (module, name) == ('collections', 'OrderedDict'):
+      return collections.OrderedDict
+    if (module, name) == ('torch._utils', '_rebuild_tensor_v2'):
+      return _rebuild_tensor
+    if (module, name) == ('torch._utils', '_rebuild_parameter'):
+      return lambda data, requires_grad, hooks, *unused: data
+    if module == 'torch' and name in self._DTYPES:
+      return np.dtype(self._DTYPES[name])
+    raise pickle.UnpicklingError(f'unsupported object {module}.{name} in a weights file')
+
+  def persistent_load(self, pid):
+    # ('storage', dtype, key, location, numel[, view metadata]): the location (e.g.
+    # 'cuda:0' in files saved from a GPU) does not matter on the way to numpy.
+    if not isinstance(pid, tuple) or pid[0] != 'storage':
+      raise pickle.UnpicklingError(f'unsupported persistent id {pid!r}')
+    return self._storage(pid[1], str(pid[2]), int(pid[4]))
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+  # A view: in the legacy format the storages are read after the object that uses them.
+  itemsize = storage.itemsize
+  return np.lib.stride_tricks.as_strided(
+      storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
+
+
+def _owned(tree):
+  """Copies every array view of an unpickled state dict into an array of its own."""
+  if isinstance(tree, dict):
+    return type(tree)((k, _owned(v)) for k, v in tree.items())
+  if isinstance(tree, (list, tuple)):
+    return type(tree)(_owned(v) for v in tree)
+  return np.array(tree) if isinstance(tree, np.ndarray) else tree
+
+
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c  # First pickle of PyTorch's pre-zip format.
+
+
+def read_torch_state_dict(path: str) -> dict:
+  """A `torch.save`d dict of tensors as numpy arrays, in either of PyTorch's formats.
+
+  Zip (PyTorch 1.6 and later): `<archive>/data.pkl` and one file per storage under
+  `<archive>/data/`. Legacy: a magic-number pickle, the protocol version, system info,
+  the object, the list of storage keys, then each storage as an int64 element count
+  followed by its raw little-endian bytes.
+  """
+  with open(path, 'rb') as f:
+    head = f.read(4)
+  try:
+    if head.startswith(b'PK'):
+      return _owned(_read_torch_zip(path))
+    return _owned(_read_torch_legacy(path))
+  except (pickle.UnpicklingError, EOFError, ValueError, KeyError, struct.error,
+          zipfile.BadZipFile) as e:
+    raise ValueError(f'{path}: not a PyTorch state dict this reader knows ({e})') from e
+
+
+def _read_torch_zip(path: str) -> dict:
+  with zipfile.ZipFile(path) as archive:
+    pickles = [n for n in archive.namelist() if n.endswith('/data.pkl')]
+    if len(pickles) != 1:
+      raise ValueError(f'expected one data.pkl in the archive, found {pickles}')
+    prefix = pickles[0][:-len('/data.pkl')]
+    storage = lambda dtype, key, numel: np.frombuffer(
+        archive.read(f'{prefix}/data/{key}'), dtype)[:numel]
+    with archive.open(pickles[0]) as f:
+      return _TorchUnpickler(f, storage).load()
+
+
+def _read_torch_legacy(path: str) -> dict:
+  buffers = {}  # storage key -> numpy array, filled once the object is read
+
+  def storage(dtype, key, numel):
+    if key not in buffers:
+      buffers[key] = np.empty(numel, dtype)
+    return buffers[key]
+
+  with open(path, 'rb') as f:
+    # Every pickle goes through the restricted unpickler, the small ones included.
+    load = lambda: _TorchUnpickler(f, storage).load()
+    if load() != _LEGACY_MAGIC:
+      raise ValueError('neither a zip archive nor a legacy PyTorch file (no magic number)')
+    load()  # Protocol version.
+    load()  # System info (endianness, type sizes).
+    state = load()
+    for key in load():
+      count = struct.unpack('<q', f.read(8))[0]
+      array = buffers[str(key)]
+      data = f.read(count * array.itemsize)
+      if count != array.size or len(data) != count * array.itemsize:
+        raise ValueError(f'storage {key} is cut short or of another size')
+      array[...] = np.frombuffer(data, array.dtype)
+  return state
+
+
+def _check_vgg19(layers: Mapping[str, tuple[np.ndarray, np.ndarray]], origin: str) -> Arrays:
+  """{'conv1_1': (kernel HWIO, bias)} -> arrays; names the first missing or mis-shaped layer."""
+  arrays, cin = {}, 3
+  for name in vgg.LAYER_NAMES:
+    cout = vgg.CHANNELS[int(name[4])]
+    if name not in layers:
+      raise ValueError(f'{origin}: layer {name} is missing')
+    kernel, bias = (np.asarray(x, np.float32) for x in layers[name])
+    if kernel.shape != (3, 3, cin, cout) or bias.shape != (cout,):
+      raise ValueError(f'{origin}: layer {name} has kernel {kernel.shape} and bias '
+                       f'{bias.shape}; expected (3, 3, {cin}, {cout}) and ({cout},)')
+    arrays[f'{name}/kernel'], arrays[f'{name}/bias'] = kernel, bias
+    cin = cout
+  return arrays
+
+
+def read_vgg19_keras(path: str) -> Arrays:
+  """VGG19's conv layers from a Keras weights file.
+
+  Two layouts: the public notop file (Keras 2: root attribute `layer_names`, a group per
+  layer, datasets named by the group's `weight_names`) and Keras 3's `.weights.h5`
+  (`layers/<name>/vars/0|1`, where <name> is the layer name or, in recent Keras 3,
+  conv2d, conv2d_1, ... in creation order).
+  """
+  import h5py  # Optional dependency: only this reader needs it.
+
+  layers = {}
+  keras_name = lambda name: f'block{name[4]}_conv{name[6]}'
+  try:
+    f = h5py.File(path, 'r')
+  except OSError as e:
+    raise ValueError(f'{path}: not an HDF5 file ({e})') from e
+  with f:
+    if 'layer_names' in f.attrs:
+      for name in vgg.LAYER_NAMES:
+        if keras_name(name) in f:
+          group = f[keras_name(name)]
+          weight_names = [w.decode() if isinstance(w, bytes) else w
+                          for w in group.attrs['weight_names']]
+          kernel = [w for w in weight_names if '_W' in w or 'kernel' in w]
+          bias = [w for w in weight_names if '_b' in w or 'bias' in w]
+          if len(kernel) != 1 or len(bias) != 1:
+            raise ValueError(f'{path}: layer {keras_name(name)} holds {weight_names}')
+          layers[name] = (group[kernel[0]][()], group[bias[0]][()])
+    elif 'layers' in f:
+      groups = f['layers']
+      if all(keras_name(name) in groups for name in vgg.LAYER_NAMES):
+        ordered = [keras_name(name) for name in vgg.LAYER_NAMES]
+      else:
+        # Keras 3 names groups by class and creation order: conv2d, conv2d_1, ...
+        convs = [g for g in groups if re.fullmatch(r'conv2d(_\d+)?', g)]
+        ordered = sorted(convs, key=lambda g: int(g.rpartition('_')[2]) if '_' in g[6:] else 0)
+        if len(ordered) != len(vgg.LAYER_NAMES):
+          raise ValueError(f'{path}: {len(ordered)} conv layers under layers/, expected 16')
+      for name, group in zip(vgg.LAYER_NAMES, ordered):
+        variables = groups[group]['vars']
+        layers[name] = (variables['0'][()], variables['1'][()])
+    else:
+      raise ValueError(f'{path}: neither a Keras 2 (layer_names) nor a Keras 3 (layers/) '
+                       'weights file')
+  return _check_vgg19(layers, path)
+
+
+# Index of each conv layer in torchvision's `vgg19().features`.
+TORCHVISION_VGG19_INDEX = dict(zip(
+    vgg.LAYER_NAMES, (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)))
+
+
+def read_vgg19_torchvision(path: str) -> Arrays:
+  """VGG19's conv layers from torchvision's state dict (`features.N.weight`, OIHW)."""
+  state = read_torch_state_dict(path)
+  layers = {}
+  for name, index in TORCHVISION_VGG19_INDEX.items():
+    w, b = state.get(f'features.{index}.weight'), state.get(f'features.{index}.bias')
+    if w is not None and b is not None:
+      layers[name] = (np.transpose(w, (2, 3, 1, 0)), b)  # OIHW -> HWIO
+  return _check_vgg19(layers, path)
+
+
+REGISTRY = {w.name: w for w in (
+    PublicWeights(
+        'vgg19_keras', 'VGG19 ImageNet weights, Keras (Caffe-style BGR input)',
+        url='https://storage.googleapis.com/tensorflow/keras-applications/vgg19/'
+            'vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5',
+        filename='vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5', read=read_vgg19_keras,
+        # Keras publishes this file's md5 (keras.applications.vgg19).
+        size=80_134_624, md5='253f8cb515780f3b799900260a226db6'),
+    PublicWeights(
+        'vgg19_torchvision', 'VGG19 ImageNet weights, torchvision (RGB, ImageNet mean/std)',
+        url='https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
+        filename='vgg19-dcbb9e9d.pth', read=read_vgg19_torchvision, sha256_prefix='dcbb9e9d'),
+)}
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def cache_dir(override: str = '') -> str:
+  return override or os.environ.get('SRGAN_JAX_CACHE') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'srgan_jax')
+
+
+def converted_path(name: str, cache: str = '') -> str:
+  return os.path.join(cache_dir(cache), f'{name}.npz')
+
+
+def _entry(name: str) -> PublicWeights:
+  if name not in REGISTRY:
+    raise ValueError(f'unknown weights {name!r}; one of {sorted(REGISTRY)}')
+  return REGISTRY[name]
+
+
+def missing_message(name: str, path: str) -> str:
+  entry = _entry(name)
+  folder = os.path.dirname(path)
+  return (f'{entry.what} ({name}) not found at {path}. Fetch and convert them with\n'
+          f'  python -m srgan_jax.weights fetch {name} --cache_dir={folder}\n'
+          f'or, with {entry.filename} downloaded by hand from {entry.url},\n'
+          f'  python -m srgan_jax.weights convert --input=FILE --cache_dir={folder}')
+
+
+def save(path: str, arrays: Mapping[str, np.ndarray], name: str):
+  """Writes converted arrays and their name, atomically (no half-written file on a crash)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=folder, suffix='.npz', delete=False) as f:
+    np.savez(f, __weights__=np.array(name), **arrays)
+  os.replace(f.name, path)
+
+
+def load(name: str, cache: str = '', path: str = '') -> Arrays:
+  """The converted arrays of `name`, from `path` or the cache.
+
+  Raises MissingWeightsError (with the commands that make the file) if it is absent, and
+  ValueError if it holds other weights or is damaged.
+  """
+  path = path or converted_path(name, cache)
+  if not os.path.exists(path):
+    raise MissingWeightsError(missing_message(name, path))
+  try:
+    with np.load(path) as data:
+      arrays = {k: data[k] for k in data.files}
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise ValueError(f'{path} is not a weights file written by srgan_jax ({e}); convert '
+                     f'it again: {missing_message(name, path).split(". ", 1)[1]}') from e
+  # Files converted before the weights had names recorded their VGG19 source instead.
+  stored = str(arrays.pop('__weights__', '')) or f'vgg19_{arrays.pop("__source__", "")}'
+  if stored != name:
+    raise ValueError(f'{path} holds {stored!r} weights, not {name!r}')
+  return arrays
+
+
+def nested(arrays: Mapping[str, np.ndarray]) -> dict:
+  """{'a/b': x} -> {'a': {'b': x}}: Flax params from converted arrays."""
+  tree = {}
+  for key, value in arrays.items():
+    *parents, leaf = key.split('/')
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def guess_name(input_path: str) -> str:
+  """The weights a published file holds, by its file name (or, for HDF5, VGG19 Keras)."""
+  base = os.path.basename(input_path)
+  for entry in REGISTRY.values():
+    if base == entry.filename:
+      return entry.name
+  with open(input_path, 'rb') as f:
+    if f.read(4) == b'\x89HDF':
+      return 'vgg19_keras'
+  raise ValueError(f'{input_path}: cannot tell which weights this is from its name; pass '
+                   f'--name, one of {sorted(REGISTRY)}')
+
+
+def convert(input_path: str, name: str = '', cache: str = '', output: str = '') -> str:
+  """Converts a published file into the project's format; returns the converted path."""
+  if not os.path.isfile(input_path):
+    raise FileNotFoundError(f'no such file: {input_path}')
+  name = name or guess_name(input_path)
+  arrays = _entry(name).read(input_path)
+  output = output or converted_path(name, cache)
+  save(output, arrays, name)
+  return output
+
+
+def verify(path: str, entry: PublicWeights) -> str:
+  """Checks a download's size and checksums; returns its sha256."""
+  size = os.path.getsize(path)
+  if entry.size and size != entry.size:
+    raise ValueError(f'{path}: {size} bytes, expected {entry.size}')
+  md5, sha256 = hashlib.md5(), hashlib.sha256()
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      md5.update(chunk)
+      sha256.update(chunk)
+  if entry.md5 and md5.hexdigest() != entry.md5:
+    raise ValueError(f'{path}: md5 {md5.hexdigest()}, expected {entry.md5}')
+  if not sha256.hexdigest().startswith(entry.sha256_prefix):
+    raise ValueError(f'{path}: sha256 {sha256.hexdigest()} does not start with '
+                     f'{entry.sha256_prefix}')
+  return sha256.hexdigest()
+
+
+def fetch(name: str, cache: str = '', timeout_s: float = 5.0) -> str:
+  """Downloads, verifies and converts published weights; returns the converted path.
+
+  Offline, fails within `timeout_s` saying where to put a file downloaded by hand. A
+  download that fails its checksum is kept beside the cache as `<file>.bad`, not used.
+  """
+  entry = _entry(name)
+  folder = cache_dir(cache)
+  os.makedirs(folder, exist_ok=True)
+  download = os.path.join(folder, entry.filename)
+  if not os.path.exists(download):
+    partial = download + '.part'
+    try:
+      with urllib.request.urlopen(entry.url, timeout=timeout_s) as response, \
+          open(partial, 'wb') as out:
+        while chunk := response.read(1 << 20):
+          out.write(chunk)
+    except OSError as e:
+      raise ConnectionError(
+          f'could not download {entry.url} ({e}).\nDownload it by hand to {download} and run\n'
+          f'  python -m srgan_jax.weights convert --input={download} --cache_dir={folder}'
+      ) from e
+    os.replace(partial, download)
+  try:
+    sha256 = verify(download, entry)
+  except ValueError:
+    os.replace(download, download + '.bad')
+    raise
+  print(f'{download}: sha256 {sha256}')
+  return convert(download, name, folder)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m srgan_jax.weights', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+  sub.add_parser('list', help='the weights this project knows, and whether they are cached')
+  p_fetch = sub.add_parser('fetch', help='download, verify and convert published weights')
+  p_fetch.add_argument('name', choices=sorted(REGISTRY))
+  p_fetch.add_argument('--cache_dir', default='')
+  p_fetch.add_argument('--timeout_s', type=float, default=5.0)
+  p_conv = sub.add_parser('convert', help='convert a file downloaded by hand')
+  p_conv.add_argument('--input', required=True)
+  p_conv.add_argument('--name', choices=sorted(REGISTRY), default=None,
+                      help='default: told by the published file name')
+  p_conv.add_argument('--cache_dir', default='')
+  p_conv.add_argument('--output', default='', help='default: <cache_dir>/<name>.npz')
+  args = parser.parse_args(argv)
+  if args.command == 'list':
+    for entry in REGISTRY.values():
+      path = converted_path(entry.name)
+      state = 'cached' if os.path.exists(path) else 'missing'
+      print(f'{entry.name:<20} {state:<8} {entry.what}: {entry.filename}')
+    return 0
+  try:
+    if args.command == 'fetch':
+      path = fetch(args.name, args.cache_dir, args.timeout_s)
+    else:
+      path = convert(args.input, args.name or '', args.cache_dir, args.output)
+  except (OSError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'weights written to {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
