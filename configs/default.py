@@ -22,8 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   # How the 9x9 output conv is computed (same params and results, speed only):
   # 'direct' on the HR grid; 'subpixel2' on the grid before the last pixel shuffle
   # (5x5, 4C -> 12 channels); 'subpixel4' on a grid 4x coarser than HR (3x3, 16C -> 48;
-  # scale 4 or 8). subpixel4 made both training steps faster on an H200 and on a CPU
-  # (benchmarks/RESULTS.md); at scale 2 use 'subpixel2'.
+  # scale 4 or 8). subpixel4 made the paper-size steps faster on both a GPU and a CPU
+  # (benchmarks/README.md); at scale 2 use 'subpixel2'.
   config.generator.output_conv = 'subpixel4'
 
   config.discriminator = ml_collections.ConfigDict()
@@ -43,10 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.vgg_after_activation = True  # phi_i,j after its ReLU (paper) or before.
 
   config.vgg = ml_collections.ConfigDict()
-  # Where the ImageNet weights came from: 'keras' or 'torchvision' (see
-  # `python -m srgan_jax.models.vgg fetch --help`). Decides the input preprocessing.
+  # Where the ImageNet weights came from: 'keras' or 'torchvision'
+  # (`python -m srgan_jax.weights fetch vgg19_keras`). Decides the input preprocessing.
   config.vgg.source = 'keras'
-  # Converted params file (.npz). Empty: <cache_dir>/vgg19_<source>.npz.
+  # Converted weights file (.npz). Empty: <cache_dir>/vgg19_<source>.npz.
   config.vgg.params_path = ''
   # Cache for converted weights. Empty: $SRGAN_JAX_CACHE or ~/.cache/srgan_jax.
   config.vgg.cache_dir = ''
@@ -87,10 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Convolution compute dtype: 'float32' or 'bfloat16' (params, optimiser states
   # and loss reductions stay float32).
   config.train.compute_dtype = 'float32'
-  # How the state travels between steps: 'packed' (one array per dtype), 'tree' (its
-  # hundreds of arrays) or 'auto' (packed on GPU/TPU, tree on the CPU; see
-  # train.uses_packed_state). Results agree up to float rounding.
-  config.train.state_form = 'auto'
+  # Wall-clock budget of this invocation in seconds (compiling included): once spent,
+  # the run checkpoints, evaluates and stops as at its last step. 0: no budget.
+  config.train.time_budget_s = 0.0
   config.train.log_every_steps = 100
   config.train.image_every_steps = 1000
   config.train.checkpoint_every_steps = 5000
@@ -101,7 +100,8 @@ def get_config() -> ml_collections.ConfigDict:
   # HR/ (and LR_bicubic/X<scale>/) is read as a benchmark set.
   config.eval.sets = ()
   config.eval.every_steps = 0  # 0: only at the end of the run.
-  config.eval.best_metric = 'psnr_y'  # Keeps workdir/best/ by this metric (higher is better).
+  # Keeps workdir/best/ (the generator) by this metric on the first set: psnr_y or ssim_y.
+  config.eval.best_metric = 'psnr_y'
   config.eval.max_images = 0  # Per set; 0 = all.
 
   return config

@@ -26,10 +26,10 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from skimage.metrics import structural_similarity
 
-from srgan_jax import degradation, images as image_io, input_pipeline, train, upscale
+from srgan_jax import degradation, images as image_io, input_pipeline, run_folder, upscale
+from srgan_jax.models import build
 
 
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
@@ -57,6 +57,10 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
   return float(structural_similarity(
       a.astype(np.float64), b.astype(np.float64), gaussian_weights=True, sigma=1.5,
       use_sample_covariance=False, data_range=peak))
+
+
+# Each metric and whether a higher value is better (what config.eval.best_metric may name).
+HIGHER_IS_BETTER = {'psnr_y': True, 'ssim_y': True}
 
 
 def score(sr: np.ndarray, hr: np.ndarray, scale: int, rgb: bool = False) -> dict:
@@ -135,22 +139,26 @@ def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.nda
 
 
 class TrainingEvaluator:
-  """PSNR/SSIM of the current generator on `config.eval.sets` during training.
+  """PSNR/SSIM of a generator on `config.eval.sets` during training: it measures, the
+  loop decides what to keep.
 
   Full images, not crops; LR is padded (by reflection) to a multiple of 16 pixels so
-  that images of similar size share one compiled program. Keeps `workdir/best/` (an
-  Orbax checkpoint of the state) by `config.eval.best_metric` on the first set, and
-  writes bicubic | SR | HR comparisons to `workdir/eval/`.
+  that images of similar size share one compiled program. Process 0 prints each set's
+  line and writes `workdir/eval/<set>_<step>.json` and bicubic | SR | HR comparisons.
+
+  Args:
+    eval_config: `config.eval`.
+    generator: the run's generator module.
+    workdir: the run folder.
   """
 
   BUCKET = 16
   COMPARISONS_PER_SET = 2
 
-  def __init__(self, config, workdir: str):
-    self.config, self.workdir = config, workdir
-    self.scale = config.generator.scale
-    self.sets = {dataset_name(s): load_eval_set(s, self.scale, config.eval.max_images)
-                 for s in config.eval.sets}
+  def __init__(self, eval_config, generator, workdir: str):
+    self.workdir, self.scale = workdir, generator.scale
+    self.sets = {dataset_name(s): load_eval_set(s, self.scale, eval_config.max_images)
+                 for s in eval_config.sets}
     # The bicubic baseline never changes during a run: scored once, and the images of
     # the comparisons kept.
     self.bicubic = {}
@@ -164,27 +172,19 @@ class TrainingEvaluator:
       means, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scale,
                               on_image=keep)
       self.bicubic[name] = (means, kept)
-    self.generator, _, _ = train.build_models(config)
+    self.generator = generator
     self.upscaler = None  # Built once, so each bucket shape compiles once per run.
-    self.best_manager = train.checkpoint_manager(os.path.join(workdir, 'best'), keep=1)
-    self.best_path = os.path.join(workdir, 'best', 'best.json')
-    self.best = None
-    if os.path.exists(self.best_path):
-      with open(self.best_path) as f:
-        self.best = json.load(f)
 
-  def close(self):
-    self.best_manager.wait_until_finished()
-    self.best_manager.close()
-
-  def run(self, state, step: int) -> dict:
-    variables = jax.device_get({'params': state.g_ema_params, 'batch_stats': state.g_batch_stats})
+  def run(self, variables, step: int) -> dict:
+    """Scores G with `variables` ({'params', 'batch_stats'}); returns {'eval/<set>/<metric>'}."""
+    variables = jax.device_get(variables)
     if self.upscaler is None:
       self.upscaler = upscale.Upscaler(self.generator, variables, bucket=self.BUCKET)
     self.upscaler.set_variables(variables, step)
     results = {}
     is_writer = jax.process_index() == 0
-    os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
+    if is_writer:
+      os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
     for name, images in self.sets.items():
       bicubic, bicubic_images = self.bicubic[name]
 
@@ -198,29 +198,13 @@ class TrainingEvaluator:
       for k, v in means.items():
         results[f'eval/{name}/{k}'] = v
         results[f'eval/{name}/bicubic_{k}'] = bicubic[k]
-      print(f'eval step {step} {name}: SR PSNR {means["psnr_y"]:.2f} dB SSIM '
-            f'{means["ssim_y"]:.4f} | bicubic PSNR {bicubic["psnr_y"]:.2f} dB SSIM '
-            f'{bicubic["ssim_y"]:.4f} ({len(images)} images)', flush=True)
       if is_writer:
-        _write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
-                    {'dataset': name, 'step': step, **means, 'images': rows})
-    first = dataset_name(self.config.eval.sets[0])
-    metric = results.get(f'eval/{first}/{self.config.eval.best_metric}')
-    if metric is not None and (self.best is None or metric > self.best['value']):
-      self.best_manager.save(step, args=ocp.args.StandardSave(state), force=True)
-      self.best_manager.wait_until_finished()
-      self.best = {'step': step, 'metric': self.config.eval.best_metric, 'dataset': first,
-                   'value': metric}
-      if is_writer:
-        _write_json(self.best_path, self.best)
+        print(f'eval step {step} {name}: SR PSNR {means["psnr_y"]:.2f} dB SSIM '
+              f'{means["ssim_y"]:.4f} | bicubic PSNR {bicubic["psnr_y"]:.2f} dB SSIM '
+              f'{bicubic["ssim_y"]:.4f} ({len(images)} images)', flush=True)
+        run_folder.write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
+                              {'dataset': name, 'step': step, **means, 'images': rows})
     return results
-
-
-def _write_json(path: str, obj):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -234,7 +218,7 @@ def main(argv=None) -> int:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
   parser.add_argument('--scale', type=int, default=None, help='default: the run\'s, or 4')
   parser.add_argument('--rgb', action='store_true', help='PSNR on RGB instead of Y')
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--dtype', default='float32', choices=sorted(build.DTYPES))
   args = parser.parse_args(argv)
 
   step: Optional[int] = None
@@ -263,7 +247,7 @@ def main(argv=None) -> int:
     summaries.append({'dataset': name, 'method': method, 'step': step, 'n': len(rows), **means})
     if args.workdir and jax.process_index() == 0:
       os.makedirs(os.path.join(args.workdir, 'eval'), exist_ok=True)
-      _write_json(os.path.join(args.workdir, 'eval', f'{name}_{step}.json'),
+      run_folder.write_json(os.path.join(args.workdir, 'eval', f'{name}_{step}.json'),
                   {'dataset': name, 'step': step, **means, 'images': rows})
   metric_keys = [k for k in summaries[0] if k.startswith(('psnr', 'ssim'))]
   print(f'{"dataset":<12} {"method":<10} {"n":>4} ' + ' '.join(f'{k:>9}' for k in metric_keys))

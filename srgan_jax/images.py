@@ -96,6 +96,11 @@ def list_image_files(root: str) -> list[str]:
   return found
 
 
+def to_uint8(sr: np.ndarray) -> np.ndarray:
+  """SR in [-1, 1] (the generator's range) -> uint8, rounded."""
+  return np.clip(np.round((sr + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def save_png(path: str, array: np.ndarray):
   """Writes [H, W, 3|4] or [H, W] uint8 as PNG, atomically (no half-written file on a crash)."""
   tmp = f'{path}.tmp-{os.getpid()}.png'

@@ -1,14 +1,12 @@
-"""The train state as one array per dtype between steps.
+"""The train state as one array per dtype between steps (`train_step.CompiledStep`'s choice).
 
 Every array passed to or returned from a compiled call costs the host a few microseconds
 (its buffer is checked, donated and wrapped anew), before any kernel runs. The SRResNet
-state is 706 arrays and SRGAN's 824; on an H200 that cost exceeded the SRResNet step's
-kernels. Packed, the same step ran in half the time (benchmarks/RESULTS.md: bf16, batch
-64, 8.85 ms per step as a pytree, 4.28 ms packed; SRGAN 16.53 -> 13.32 ms). So the
-training loop keeps the state packed on accelerators, and unpacks it only to save,
-evaluate or preview. On the CPU it is the other way round: copying the state into one
-array costs more than passing its arrays, so there the loop passes the pytree
-(`NoPacking`; the choice is `train.uses_packed_state`).
+state is about 700 arrays and SRGAN's about 800; on a GPU that cost rivals the SRResNet
+step's kernels, and packed, the same step runs much faster (benchmarks/README.md). So
+the compiled step keeps the state packed on accelerators, and unpacks it only when
+asked for it (to save, evaluate or preview). On the CPU it is the other way round:
+copying the state into one array costs more than passing its arrays (`NoPacking`).
 
 Packing itself is exact (slices and concatenation, no casts); a packed step computes
 what the step computes, up to the last bits that XLA's fusion of the larger program may
@@ -68,13 +66,6 @@ class NoPacking:
 
   def unpack(self, tree: Any) -> Any:
     return tree
-
-
-def packings(packed: bool, state: Any, vgg_params: Any) -> tuple:
-  """(state packing, VGG params packing): a `Packing` of each, or `NoPacking` for both."""
-  if packed:
-    return Packing(state), Packing(vgg_params)
-  return NoPacking(), NoPacking()
 
 
 def packed_step(step_fn: Callable, state_packing: Packing | NoPacking,

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srgan_jax import degradation, images as image_io, train
-from srgan_jax.models import Generator
+from srgan_jax import degradation, images as image_io, run_folder
+from srgan_jax.models import Generator, build
 from srgan_jax.models.generator import OUTPUT_CONVS
 
 
@@ -44,16 +44,6 @@ def receptive_field_radius(num_blocks: int, scale: int) -> int:
     size *= 2
   hr_radius += 4.0 / size  # conv_out 9x9 at the output resolution
   return int(math.ceil(lr_radius + hr_radius))
-
-
-def _find_run_dir(path: str) -> str:
-  """The run folder (holding config.json) of a run folder or any checkpoint folder in it."""
-  probe = os.path.abspath(path)
-  for _ in range(4):
-    if os.path.exists(os.path.join(probe, 'config.json')):
-      return probe
-    probe = os.path.dirname(probe)
-  raise FileNotFoundError(f'no config.json in {path} or the folders above it: not a srgan_jax run')
 
 
 class Upscaler:
@@ -122,23 +112,15 @@ class Upscaler:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
       raise ValueError(f'expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}')
     sr = self.upscale_float(image.astype(np.float32) / 255.0)
-    return to_uint8(sr)
-
-
-def to_uint8(sr: np.ndarray) -> np.ndarray:
-  """SR in [-1, 1] -> uint8, rounded."""
-  return np.clip(np.round((sr + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return image_io.to_uint8(sr)
 
 
 def inference_output_conv(trained: str, scale: int) -> str:
   """The form of G's output conv that the upscaler uses unless told.
 
-  On a GPU, the coarsest grid the scale allows: on an H200, a 512x512 image to 2048x2048
-  in bf16 takes 4.18 ms with subpixel4 (4.26 when it ran as a cuDNN conv rather than a
-  matmul), 5.31 ms with subpixel2 and 9.18 ms direct
-  (benchmarks/RESULTS.md; fp32 is not yet measured, and `benchmarks/gpu_check.sh` times
-  it). Elsewhere no form won clearly, so the run's own form is kept. Forms share
-  params, so any run can use any form (scale permitting).
+  On a GPU, the coarsest grid the scale allows, which was the fastest there by a wide
+  margin (benchmarks/README.md); elsewhere no form won clearly, so the run's own form
+  is kept. Forms share params, so any run can use any form (scale permitting).
   """
   if jax.default_backend() == 'gpu':
     return 'subpixel4' if scale >= 4 else 'subpixel2'
@@ -155,13 +137,13 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
   'subpixel2' or 'subpixel4') picks how G's output conv is computed: same params and
   results, only speed differs. Empty: `inference_output_conv` (subpixel4 on a GPU).
   """
-  if dtype not in train.DTYPES:
-    raise ValueError(f'dtype must be one of {tuple(train.DTYPES)}, got {dtype!r}')
-  config = train.load_config(_find_run_dir(path))
+  if dtype not in build.DTYPES:
+    raise ValueError(f'dtype must be one of {tuple(build.DTYPES)}, got {dtype!r}')
+  config = run_folder.load_config(run_folder.find_run_dir(path))
   config.generator.output_conv = output_conv or inference_output_conv(
       config.generator.get('output_conv', 'direct'), config.generator.scale)
-  generator = train.generator_from_config(config.generator, train.DTYPES[dtype])
-  tree, restored_step = train.restore_raw(path, step, keys=train.GENERATOR_KEYS)
+  generator = build.generator_from_config(config.generator, build.DTYPES[dtype])
+  tree, restored_step = run_folder.restore_generator(path, step)
   variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
   return Upscaler(generator, variables, tile=tile, tile_overlap=tile_overlap, bucket=bucket,
                   step=restored_step)
@@ -223,7 +205,7 @@ def main(argv=None) -> int:
                            'sub-folders')
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
-  parser.add_argument('--dtype', choices=sorted(train.DTYPES), default='float32')
+  parser.add_argument('--dtype', choices=sorted(build.DTYPES), default='float32')
   parser.add_argument('--output_conv', choices=tuple(OUTPUT_CONVS), default='',
                       help="form of G's output conv (same results); default: subpixel4 "
                            "on a GPU, else the run's")

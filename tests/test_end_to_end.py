@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan_jax import train, upscale
+from srgan_jax import run_folder, upscale
 from tests.conftest import REPO, run_python
 
 
@@ -31,7 +31,7 @@ def test_main_trains_checkpoints_and_logs(trained_run):
   assert any('eval/skimage_astronaut/psnr_y' in l for l in lines)
   assert os.listdir(workdir / 'tensorboard')
   assert json.load(open(workdir / 'config.json'))['generator']['num_blocks'] == 2
-  assert 'generator: 11,576 parameters' in result.stderr
+  assert 'generator: 11,536 parameters' in result.stderr  # No biases before BatchNorm.
   assert 'ETA' in result.stderr
   assert json.load(open(workdir / 'best' / 'best.json'))['step'] == 6
 
@@ -62,14 +62,17 @@ def test_srgan_without_vgg_weights_stops_before_compiling(tmp_path):
                        f'--config.vgg.cache_dir={tmp_path}/cache',
                        '--config.data.source=skimage:chelsea'])
   assert result.returncode != 0
-  assert 'VGG19 weights not found' in result.stderr
-  assert 'python -m srgan_jax.models.vgg fetch --source=keras' in result.stderr
+  assert 'VGG19 ImageNet weights, Keras (Caffe-style BGR input) (vgg19_keras) not found' in result.stderr
+  assert 'python -m srgan_jax.weights fetch vgg19_keras' in result.stderr
   assert 'generator:' not in result.stderr  # Logged only after the state is compiled.
 
 
 def test_srgan_with_converted_weights_trains_a_step(tmp_path):
+  from srgan_jax import weights
   from srgan_jax.models import vgg
-  vgg.save_params(str(tmp_path / 'vgg.npz'), vgg.random_params(0), 'keras')
+  params = vgg.random_params(0)
+  weights.save(str(tmp_path / 'vgg.npz'), {f'{layer}/{leaf}': value for layer, p in params.items()
+                                           for leaf, value in p.items()}, 'vgg19_keras')
   result = run_python([
       'main.py', '--config=configs/srgan.py', f'--workdir={tmp_path}/run',
       f'--config.vgg.params_path={tmp_path}/vgg.npz', '--config.data.source=skimage:chelsea',
@@ -128,7 +131,7 @@ def test_upscale_api(trained_run, monkeypatch):
   assert subpixel.generator.output_conv == 'subpixel4'
   assert np.abs(subpixel(image).astype(int) - out).max() <= 1
   # Unless told, the CPU keeps the run's form and a GPU takes the fastest measured there.
-  assert upscaler.generator.output_conv == train.load_config(str(workdir)).generator.output_conv
+  assert upscaler.generator.output_conv == run_folder.load_config(str(workdir)).generator.output_conv
   assert upscale.inference_output_conv('direct', scale=4) == 'direct'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert upscale.load_upscaler(str(workdir)).generator.output_conv == 'subpixel4'

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import REPO, run_python
 
-# The packed state, as multi-host runs on GPUs and TPUs pass it ('auto' is 'tree' on the CPU).
-COMMON = ['--config=configs/test.py', '--config.eval.sets=()', '--config.data.num_shards=2',
-          '--config.train.state_form=packed']
+# The packed state, as multi-host runs on GPUs and TPUs pass it (the CPU passes the pytree).
+MAIN = 'tests/packed_main.py'
+COMMON = ['--config=configs/test.py', '--config.eval.sets=()', '--config.data.num_shards=2']
 
 
 def _free_port() -> int:
@@ -30,7 +30,7 @@ def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO,
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   procs = [subprocess.Popen(
-      [sys.executable, 'main.py', *COMMON, f'--workdir={tmp_path}/multi',
+      [sys.executable, MAIN, *COMMON, f'--workdir={tmp_path}/multi',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
@@ -40,10 +40,11 @@ def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
     for p in procs:
       p.kill()
   assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  assert all('the state travels packed' in output for output in outputs)
   # Each process loaded its own shard of the data.
   assert 'for shards [0] of 2' in outputs[0] and 'for shards [1] of 2' in outputs[1]
 
-  single = run_python(['main.py', *COMMON, f'--workdir={tmp_path}/single'],
+  single = run_python([MAIN, *COMMON, f'--workdir={tmp_path}/single'],
                       {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert single.returncode == 0, single.stderr[-3000:]
   multi, one = _metrics(tmp_path / 'multi'), _metrics(tmp_path / 'single')
@@ -55,7 +56,7 @@ def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
 
   # Written once (one set of step folders), restored on a single device.
   assert sorted(os.listdir(tmp_path / 'multi' / 'checkpoints')) == ['3', '6']
-  resumed = run_python(['main.py', *COMMON, f'--workdir={tmp_path}/multi',
+  resumed = run_python([MAIN, *COMMON, f'--workdir={tmp_path}/multi',
                         '--config.train.num_steps=8'])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'at step 6' in resumed.stderr

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from srgan_jax import packing, train
-from srgan_jax.models import vgg
+from srgan_jax import packing, train_step
+from srgan_jax.models import build, vgg
 from tests.test_train import _fixed_batch
 
 
@@ -52,33 +52,35 @@ def test_packing_refuses_a_tree_of_other_leaves():
 
 
 def test_packed_step_computes_what_the_tree_step_computes(tiny_config, monkeypatch):
-  """Training runs the packed step: the same arithmetic, to the last bits that XLA's
-  different fusion of the two programs may round otherwise.
+  """The compiled step passes the state packed on accelerators and as a pytree on the CPU:
+  the same arithmetic, to the last bits that XLA's different fusion of the two programs
+  may round otherwise.
 
   With plain SGD: Adam's first steps move every parameter by about the learning rate
-  whatever its gradient, which turns rounding noise in a near-zero gradient (a bias
-  before a BatchNorm) into differences of a whole step between any two programs.
+  whatever its gradient, which turns rounding noise in a small gradient into
+  differences of a whole step between any two programs.
   """
-  monkeypatch.setattr(train, 'build_optimizer', lambda opt: optax.sgd(opt.learning_rate))
+  monkeypatch.setattr(train_step, 'build_optimizer', lambda opt: optax.sgd(opt.learning_rate))
   tiny_config.loss.content = 'vgg22'
-  state = jax.jit(functools.partial(train.init_state, tiny_config))(jax.random.PRNGKey(0))
   vgg_params = vgg.random_params(0)
   hr = _fixed_batch(tiny_config)
-  step = train.make_train_step(tiny_config, adversarial=True)
-  state_layout, vgg_layout = packing.Packing(state), packing.Packing(vgg_params)
-  packed_step = jax.jit(packing.packed_step(step, state_layout, vgg_layout))
-  packed_state = jax.jit(state_layout.pack)(state)
-  packed_vgg_params = jax.jit(vgg_layout.pack)(vgg_params)
-  tree_step = jax.jit(step)
+  models = build.build_models(tiny_config)
+  steps = {packed: train_step.CompiledStep(tiny_config, models, train_step.make_mesh(),
+                                           vgg_params, packed=packed)
+           for packed in (True, False)}
+  for step in steps.values():
+    step.init(jax.random.PRNGKey(0))
+  assert isinstance(steps[True]._loop_state, tuple)  # One array per dtype...
+  assert len(steps[True]._loop_state) == 3
+  assert isinstance(steps[False]._loop_state, train_step.TrainState)  # ...or the pytree.
   for _ in range(3):
-    state, metrics = tree_step(state, hr, vgg_params)
-    packed_state, packed_metrics = packed_step(packed_state, hr, packed_vgg_params)
+    packed_metrics, metrics = (steps[packed](hr, adversarial=True) for packed in (True, False))
     assert set(metrics) == set(packed_metrics)
     for name in metrics:
       # 1e-5: a few float32 roundings apart (jax 0.6's CPU build put the adversarial loss
       # 1.2e-6 apart after three steps); a misplaced leaf moves a loss by far more.
       np.testing.assert_allclose(packed_metrics[name], metrics[name], rtol=1e-5, err_msg=name)
-  unpacked = jax.jit(state_layout.unpack)(packed_state)
+  unpacked, state = steps[True].state, steps[False].state
   assert int(unpacked.step) == 3
   paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(state)]
   for path, got, want in zip(paths, jax.tree.leaves(unpacked), jax.tree.leaves(state)):
@@ -93,11 +95,7 @@ def test_packed_step_computes_what_the_tree_step_computes(tiny_config, monkeypat
                                err_msg=path)
 
 
-def test_auto_state_form_packs_on_accelerators_only(tiny_config, monkeypatch):
+def test_compiled_step_packs_on_accelerators_only(monkeypatch):
   for backend, packed in (('cpu', False), ('gpu', True), ('tpu', True)):
     monkeypatch.setattr(jax, 'default_backend', lambda: backend)
-    assert train.uses_packed_state(tiny_config) == packed, backend
-    for form, forced in (('packed', True), ('tree', False)):
-      tiny_config.train.state_form = form
-      assert train.uses_packed_state(tiny_config) == forced, (backend, form)
-    tiny_config.train.state_form = 'auto'
+    assert train_step.packs_state() == packed, backend

@@ -1,0 +1,120 @@
+"""The package's modules form layers: no import cycle, no project import inside a function.
+
+Read from the source (the `ast` of each module), so the check sees what a reader sees.
+"""
+
+import ast
+import os
+
+from tests.conftest import REPO
+
+PACKAGE = 'srgan_jax'
+
+
+def _modules() -> dict:
+  """{'srgan_jax.models.vgg': path} for every module of the package."""
+  found = {}
+  root = os.path.join(REPO, PACKAGE)
+  for folder, _, files in os.walk(root):
+    for name in files:
+      if name.endswith('.py'):
+        relative = os.path.relpath(os.path.join(folder, name), REPO)[:-3].split(os.sep)
+        if relative[-1] == '__init__':
+          relative = relative[:-1]
+        found['.'.join(relative)] = os.path.join(folder, name)
+  return found
+
+
+def _project_imports(tree: ast.AST, modules: dict) -> list[tuple[str, ast.AST]]:
+  """(imported project module, node) for each import statement in `tree`."""
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      # `from srgan_jax.models import vgg` imports srgan_jax.models and, if it is a
+      # module, srgan_jax.models.vgg.
+      names = [node.module] + [f'{node.module}.{alias.name}' for alias in node.names]
+    else:
+      continue
+    for name in names:
+      if name in modules:
+        out.append((name, node))
+  return out
+
+
+def _graph():
+  modules = _modules()
+  graph, nested = {}, []
+  for name, path in modules.items():
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    imports = _project_imports(tree, modules)
+    # A package imports its parents' __init__ too, as Python runs them first.
+    graph[name] = {target for target, _ in imports if target != name}
+    for function in ast.walk(tree):
+      if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        nested += [(name, function.name, target) for target, _ in
+                   _project_imports(function, modules)]
+  for name in graph:  # Importing a.b runs a/__init__.py first.
+    parts = name.split('.')
+    for i in range(1, len(parts)):
+      parent = '.'.join(parts[:i])
+      graph.setdefault(parent, set())
+      for importer, targets in graph.items():
+        if name in targets and parent != importer and not importer.startswith(parent + '.'):
+          targets.add(parent)
+  return graph, nested
+
+
+def _cycle(graph: dict):
+  """One import cycle as a list of modules, or None."""
+  state = {}
+  stack = []
+
+  def visit(node):
+    state[node] = 'open'
+    stack.append(node)
+    for target in sorted(graph.get(node, ())):
+      if state.get(target) == 'open':
+        return stack[stack.index(target):] + [target]
+      if target not in state:
+        found = visit(target)
+        if found:
+          return found
+    stack.pop()
+    state[node] = 'done'
+    return None
+
+  for node in sorted(graph):
+    if node not in state:
+      found = visit(node)
+      if found:
+        return found
+  return None
+
+
+def test_the_package_has_no_import_cycle_and_no_function_level_project_import():
+  graph, nested = _graph()
+  assert len(graph) >= 15 and 'srgan_jax.train' in graph
+  assert _cycle(graph) is None, ' -> '.join(_cycle(graph))
+  assert nested == [], f'project modules imported inside functions: {nested}'
+  # Inference never imports training.
+  for module in ('srgan_jax.upscale', 'srgan_jax.evaluate', 'srgan_jax.run_folder'):
+    reachable, todo = set(), [module]
+    while todo:
+      for target in graph.get(todo.pop(), ()):
+        if target not in reachable:
+          reachable.add(target)
+          todo.append(target)
+    assert not reachable & {'srgan_jax.train', 'srgan_jax.train_step'}, module
+
+
+def test_the_check_finds_a_cycle_and_a_nested_import():
+  """The checks above can fail."""
+  assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+  assert _cycle({'a': {'b'}, 'b': set()}) is None
+  tree = ast.parse('def f():\n  from srgan_jax import train\n')
+  function = tree.body[0]
+  assert [t for t, _ in _project_imports(function, {'srgan_jax', 'srgan_jax.train'})] == [
+      'srgan_jax', 'srgan_jax.train']
