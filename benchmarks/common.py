@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: analytic FLOPs (../shared/DESIGN.md), timing, machine facts."""
+"""Shared by the benchmarks: analytic FLOPs (benchmarks/README.md), timing, machine facts."""
 
 import json
 import os
@@ -28,19 +28,6 @@ def time_calls(fn, warmup: int, iters: int, wait=jax.block_until_ready) -> float
   return (time.perf_counter() - start) / iters
 
 
-def time_in_turns(timers: list, rounds: int, after_round=None) -> list:
-  """[[seconds of timer i in round r]]: each zero-argument timer called once per round, in
-  turn, so that all are compared under the same conditions in one process.
-  `after_round(r, seconds)` is called after each round (e.g. to print it)."""
-  seconds = [[] for _ in timers]
-  for round_index in range(rounds):
-    for timer, times in zip(timers, seconds):
-      times.append(timer())
-    if after_round:
-      after_round(round_index, seconds)
-  return seconds
-
-
 def machine() -> str:
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
@@ -66,21 +53,3 @@ def emit(row: dict, json_path: str = '', **json_only):
   if json_path:
     with open(json_path, 'a') as f:
       f.write(json.dumps({**row, **json_only, 'machine': machine()}) + '\n')
-
-
-def parse_variants(text: str, is_name, form: str) -> list:
-  """'-;a=1 b=X,Y;c=2' -> [{}, {'a': '1', 'b': 'X,Y'}, {'c': '2'}]: the variants a command
-  line asks for, split by ';', NAME=VALUE items by spaces, '-' or nothing for the
-  defaults. An item without '=', or whose name fails `is_name`, raises ValueError
-  saying the `form` expected."""
-  variants = []
-  for part in text.split(';'):
-    items = {}
-    for item in part.split():
-      name, equals, value = item.partition('=')
-      if item != '-' and (not equals or not is_name(name)):
-        raise ValueError(f'{item!r}: expected {form}')
-      if equals:
-        items[name] = value
-    variants.append(items)
-  return variants

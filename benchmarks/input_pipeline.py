@@ -82,10 +82,10 @@ def main():
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   from benchmarks import common
-  from srgan_jax import degradation, input_pipeline, train
+  from srgan_jax import degradation, input_pipeline, train_step
   start = time.perf_counter()
   batches = input_pipeline.TrainBatches(_data_config(args.source, args.crop), args.batch, 0,
-                                        NamedSharding(train.make_mesh(), P('data')))
+                                        NamedSharding(train_step.make_mesh(), P('data')))
   print(f'command: {" ".join(sys.argv)}')
   print(f'machine: {os.cpu_count()} CPUs, {common.machine()}; source {args.source}: '
         f'{batches.report.used} images decoded in {time.perf_counter() - start:.2f} s '

@@ -5,7 +5,7 @@
 
 Random weights (speed does not depend on them), whole image in one call, after warm-up,
 blocking on the result. Reports ms/image, output megapixels/s and TFLOP/s (analytic:
-4.44 MFLOP per LR pixel, ../shared/DESIGN.md).
+4.44 MFLOP per LR pixel, benchmarks/README.md).
 """
 
 import argparse
@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from srgan_jax import train
-from srgan_jax.models import Generator
+from srgan_jax.models import Generator, build
 
 
 def main():
@@ -41,7 +40,7 @@ def main():
   torch_seconds = {}  # dtype -> seconds of the PyTorch generator (direct form).
   for dtype, output_conv in itertools.product(args.dtypes.split(','),
                                               args.output_convs.split(',')):
-    generator = Generator(output_conv=output_conv, dtype=train.DTYPES[dtype])
+    generator = Generator(output_conv=output_conv, dtype=build.DTYPES[dtype])
     lr = jnp.asarray(np.random.default_rng(0).random((1, args.size, args.size, 3), np.float32))
     variables = jax.jit(generator.init)(jax.random.PRNGKey(0), lr)
     apply = jax.jit(lambda v, x: generator.apply(v, x))
