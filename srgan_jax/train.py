@@ -26,12 +26,16 @@ from srgan_jax import (degradation, evaluate, images as image_io, input_pipeline
 from srgan_jax.models import build, vgg
 
 
-def validate_config(config):
-  """Fails at start-up, before any compile, on settings that cannot work together."""
+def validate_config(config) -> build.Models:
+  """Fails at start-up, before any compile, on settings that cannot work together.
+
+  Returns the run's models, built here once: the modules check their own settings
+  (scale, conv forms) as they are built.
+  """
   if config.eval.best_metric not in evaluate.HIGHER_IS_BETTER:
     raise ValueError(f'config.eval.best_metric must be one of '
                      f'{tuple(evaluate.HIGHER_IS_BETTER)}, got {config.eval.best_metric!r}')
-  build.build_models(config)  # The modules check their own settings (scale, conv forms).
+  models = build.build_models(config)
   scale, crop = config.generator.scale, config.data.hr_crop_size
   if crop % scale:
     raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
@@ -52,6 +56,7 @@ def validate_config(config):
                      f'of the device count ({num_devices})')
   if not 0 <= config.train.ema_decay < 1:
     raise ValueError(f'config.train.ema_decay must be in [0, 1), got {config.train.ema_decay}')
+  return models
 
 
 def vgg_params_for(config) -> tuple[dict, str]:
@@ -131,14 +136,6 @@ def _first_nonfinite(history: list) -> Optional[tuple[int, str]]:
   return None
 
 
-def _first_nonfinite(history: list) -> Optional[tuple[int, str]]:
-  for step, metrics in history:
-    for name, value in metrics.items():
-      if not np.isfinite(value):
-        return step, name
-  return None
-
-
 def _all_processes_agree(flag: bool) -> bool:
   """True if any process says so (a collective: every process must call it)."""
   if jax.process_count() == 1:
@@ -149,7 +146,8 @@ def _all_processes_agree(flag: bool) -> bool:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> train_step.TrainState:
   """Trains (or resumes) the run in `workdir` and evaluates it; returns the final state."""
-  validate_config(config)
+  started = time.monotonic()  # config.train.time_budget_s counts from here.
+  models = validate_config(config)
   if '://' in workdir:
     raise ValueError(
         f'workdir {workdir} is a URL, but the run folder is written through the file system '
@@ -166,7 +164,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   # VGG weights first: a missing file must stop the run before anything compiles.
   vgg_params, vgg_source = vgg_params_for(config)
-  models = build.build_models(config)
   manager = run_folder.checkpoint_manager(os.path.join(workdir, run_folder.CHECKPOINTS),
                                           config.train.keep_checkpoints)
   evaluator = writer = best = None
@@ -213,7 +210,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     train_config = config.train
     history = []  # (step, device metrics) since the last check.
     timer = metrics_writer.RateTimer(start_step, num_steps, train_config.batch_size)
-    started = time.monotonic()
 
     def check_finite():
       nonlocal history
