@@ -12,9 +12,10 @@ Protocol (x4 tables of SRGAN, EDSR, RCAN, ...):
    sigma 1.5, 'valid' filtering, K1 = 0.01, K2 = 0.03, L = 255. Averaged over images.
 
 Command line:
-  python -m srgan_jax.evaluate --data=DIR [--data=DIR2 ...] (--workdir=RUN [--step=N] |
-      --method=bicubic) [--scale=4] [--rgb]
-Prints a table, then one JSON line per dataset.
+  python -m srgan_jax.evaluate --data=DIR [--data=DIR2 ...] [--workdir=RUN ...] [--step=N]
+      [--model=FILE ...] [--method=bicubic] [--table=markdown] [--scale=4] [--rgb]
+Prints a table (--table=markdown: one paper-style table, bicubic and the paper's rows
+included), then one JSON line per dataset and method.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -207,53 +208,131 @@ class TrainingEvaluator:
     return results
 
 
+# The paper's own figures (Ledig et al. 2017, Table 2; x4, PSNR dB / SSIM by its own
+# SSIM code), shown beside a table's measured rows for reference.
+PAPER_ROWS = {
+    'SRResNet-MSE (paper)': {'Set5': (32.05, 0.9019), 'Set14': (28.49, 0.8184),
+                             'BSD100': (27.58, 0.7620)},
+    'SRGAN-VGG54 (paper)': {'Set5': (29.40, 0.8472), 'Set14': (26.02, 0.7397),
+                            'BSD100': (25.16, 0.6688)},
+}
+
+
+def markdown_table(summaries: list[dict], datasets: list[str]) -> str:
+  """One paper-style table: a row per method, PSNR / SSIM per set, the paper's rows last."""
+  methods = list(dict.fromkeys(s['method'] for s in summaries))
+  cell = {(s['method'], s['dataset']): s for s in summaries}
+  lines = ['| method | ' + ' | '.join(f'{d} PSNR / SSIM' for d in datasets) + ' |',
+           '|---|' + '---|' * len(datasets)]
+  for method in methods:
+    cells = []
+    for d in datasets:
+      found = cell.get((method, d))
+      cells.append(f'{found["psnr_y"]:.2f} / {found["ssim_y"]:.4f}'
+                   if found and 'psnr_y' in found else '-')
+    lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+  for method, figures in PAPER_ROWS.items():
+    cells = [f'{figures[d][0]:.2f} / {figures[d][1]:.4f}' if d in figures else '-'
+             for d in datasets]
+    lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+class Method(NamedTuple):
+  """One row of the evaluation: a baseline, a run folder or a model file."""
+  label: str
+  workdir: Optional[str]  # Where to write its per-image JSON; None for files and baselines.
+  upscale: Callable[[np.ndarray], np.ndarray]  # uint8 LR -> uint8 SR
+  scale: int
+  step: Optional[int]
+
+
+def _methods(parser, args) -> list[Method]:
+  """The methods the command line names, bicubic first when asked for."""
+  methods = []
+  upscalers = {}  # Generator module -> Upscaler: one compile per image shape for all runs.
+  for path in [*(args.workdir or []), *(args.model or [])]:
+    if path in (args.model or []) and not os.path.isfile(path):
+      parser.error(f'--model={path}: no such file (a run folder goes in --workdir)')
+    try:
+      loaded = upscale.load_upscaler(path, args.step, args.dtype)
+    except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
+      parser.error(str(e))
+    if args.scale and args.scale != loaded.scale:
+      parser.error(f'--scale={args.scale} but {path} was trained for x{loaded.scale}')
+    upscaler = upscalers.setdefault(loaded.generator, loaded)
+    variables, step = loaded.variables, loaded.step
+    label = f'{os.path.basename(os.path.normpath(path))} (step {step})'
+
+    def run(lr, upscaler=upscaler, variables=variables, step=step):
+      if upscaler.step != step or upscaler.variables is not variables:
+        upscaler.set_variables(variables, step)
+      return upscaler(lr)
+
+    methods.append(Method(label, None if path in (args.model or []) else path, run,
+                          loaded.scale, step))
+  scale = methods[0].scale if methods else args.scale or 4
+  if args.method or args.table == 'markdown':
+    methods.insert(0, Method('bicubic', None, lambda lr: bicubic_upscale(lr, scale), scale,
+                             None))
+  return methods
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m srgan_jax.evaluate', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data', action='append', required=True,
                       help='benchmark folder (HR/, optional LR_bicubic/X<s>/); repeatable')
-  group = parser.add_mutually_exclusive_group(required=True)
-  group.add_argument('--workdir', help='run folder to evaluate')
-  group.add_argument('--method', choices=['bicubic'], help='a baseline instead of a run')
-  parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
+  parser.add_argument('--workdir', action='append',
+                      help='run folder to evaluate (or RUN/best); repeatable')
+  parser.add_argument('--model', action='append',
+                      help='model file to evaluate (python -m srgan_jax.export); repeatable')
+  parser.add_argument('--method', choices=['bicubic'], help='a baseline')
+  parser.add_argument('--step', type=int, default=None,
+                      help='checkpoint step of the run folders; default latest')
   parser.add_argument('--scale', type=int, default=None, help='default: the run\'s, or 4')
   parser.add_argument('--rgb', action='store_true', help='PSNR on RGB instead of Y')
   parser.add_argument('--dtype', default='float32', choices=sorted(build.DTYPES))
+  parser.add_argument('--table', choices=['text', 'markdown'], default='text',
+                      help='markdown: one table, a row per method (bicubic included) and the '
+                           'paper\'s rows beside them')
   args = parser.parse_args(argv)
+  if not (args.workdir or args.model or args.method):
+    parser.error('name what to evaluate: --workdir=RUN, --model=FILE or --method=bicubic')
+  methods = _methods(parser, args)
+  scale = methods[-1].scale
+  if any(m.scale != scale for m in methods):
+    parser.error('the runs were trained for different scales: evaluate them separately')
 
-  step: Optional[int] = None
-  if args.workdir:
-    try:
-      upscaler = upscale.load_upscaler(args.workdir, args.step, args.dtype)
-    except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
-      parser.error(str(e))
-    scale, step, method = upscaler.scale, upscaler.step, 'generator'
-    if args.scale and args.scale != scale:
-      parser.error(f'--scale={args.scale} but the run was trained for x{scale}')
-    fn = upscaler
-  else:
-    scale, method = args.scale or 4, args.method
-    fn = lambda lr: bicubic_upscale(lr, scale)
-
-  summaries = []
+  summaries, datasets = [], []
   for spec in args.data:
     name = dataset_name(spec)
+    datasets.append(name)
     try:
       images = load_eval_set(spec, scale)
     except (OSError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
-    means, rows = evaluate_set(images, fn, scale, args.rgb)
-    summaries.append({'dataset': name, 'method': method, 'step': step, 'n': len(rows), **means})
-    if args.workdir and jax.process_index() == 0:
-      os.makedirs(os.path.join(args.workdir, 'eval'), exist_ok=True)
-      run_folder.write_json(os.path.join(args.workdir, 'eval', f'{name}_{step}.json'),
-                  {'dataset': name, 'step': step, **means, 'images': rows})
-  metric_keys = [k for k in summaries[0] if k.startswith(('psnr', 'ssim'))]
-  print(f'{"dataset":<12} {"method":<10} {"n":>4} ' + ' '.join(f'{k:>9}' for k in metric_keys))
-  for s in summaries:
-    print(f'{s["dataset"]:<12} {s["method"]:<10} {s["n"]:>4} ' +
-          ' '.join(f'{s[k]:>9.4f}' for k in metric_keys))
+    for method in methods:
+      means, rows = evaluate_set(images, method.upscale, scale, args.rgb)
+      step = method.step
+      summaries.append({'dataset': name, 'method': method.label, 'step': step, 'n': len(rows),
+                        **means})
+      if method.workdir and jax.process_index() == 0:
+        folder = os.path.join(run_folder.find_run_dir(method.workdir), 'eval')
+        os.makedirs(folder, exist_ok=True)
+        run_folder.write_json(os.path.join(folder, f'{name}_{step}.json'),
+                              {'dataset': name, 'step': step, **means, 'images': rows})
+  if args.table == 'markdown':
+    print(markdown_table(summaries, datasets))
+  else:
+    metric_keys = [k for k in summaries[0] if k.startswith(('psnr', 'ssim'))]
+    width = max(10, *(len(s['method']) for s in summaries))
+    print(f'{"dataset":<12} {"method":<{width}} {"n":>4} '
+          + ' '.join(f'{k:>9}' for k in metric_keys))
+    for s in summaries:
+      print(f'{s["dataset"]:<12} {s["method"]:<{width}} {s["n"]:>4} '
+            + ' '.join(f'{s[k]:>9.4f}' for k in metric_keys))
   for s in summaries:
     print(json.dumps(s))
   return 0

@@ -8,8 +8,8 @@ API (needs only the run folder: its config.json and checkpoints/):
 
 Command line:
 
-  python -m srgan_jax.upscale --workdir=runs/srgan photos/ a.png --output=out/ \
-      [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--output_conv=subpixel2] [--overwrite]
+  python -m srgan_jax.upscale (--workdir=runs/srgan | --model=srgan.npz) photos/ a.png \
+      --output=out/ [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--overwrite]
 
 Tiling: the image is cut into tiles of `tile` LR pixels; each is upscaled with
 `tile_overlap` LR pixels of context on every side (windows are shifted to stay inside
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srgan_jax import degradation, images as image_io, run_folder
+from srgan_jax import degradation, images as image_io, model_file, run_folder
 from srgan_jax.models import Generator, build
 from srgan_jax.models.generator import OUTPUT_CONVS
 
@@ -130,21 +130,29 @@ def inference_output_conv(trained: str, scale: int) -> str:
 def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
                   tile: int = 0, tile_overlap: int = 48, bucket: int = 0,
                   output_conv: str = '') -> Upscaler:
-  """Builds an Upscaler from a run folder (or a checkpoint folder inside one).
+  """Builds an Upscaler from a model file (`python -m srgan_jax.export`) or a run folder.
 
-  Uses the EMA params (equal to the params when the run kept no EMA) and BN running
-  statistics. Needs only the files in the run folder. `output_conv` ('direct',
-  'subpixel2' or 'subpixel4') picks how G's output conv is computed: same params and
-  results, only speed differs. Empty: `inference_output_conv` (subpixel4 on a GPU).
+  A run folder (or RUN/best, or one step's folder) gives its latest (or `step`'s)
+  checkpoint; it needs only the files in the run folder. Either way the EMA params (equal
+  to the params when the run kept no EMA) and BN running statistics are used.
+  `output_conv` ('direct', 'subpixel2' or 'subpixel4') picks how G's output conv is
+  computed: same params and results, only speed differs. Empty: `inference_output_conv`
+  (subpixel4 on a GPU).
   """
   if dtype not in build.DTYPES:
     raise ValueError(f'dtype must be one of {tuple(build.DTYPES)}, got {dtype!r}')
-  config = run_folder.load_config(run_folder.find_run_dir(path))
-  config.generator.output_conv = output_conv or inference_output_conv(
-      config.generator.get('output_conv', 'direct'), config.generator.scale)
-  generator = build.generator_from_config(config.generator, build.DTYPES[dtype])
-  tree, restored_step = run_folder.restore_generator(path, step)
-  variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
+  if os.path.isfile(path):
+    if step is not None:
+      raise ValueError(f'{path} is a model file: it holds one step, so there is no step to pick')
+    g_config, variables, info = model_file.read(path)
+    restored_step = info['step']
+  else:
+    g_config = run_folder.load_config(run_folder.find_run_dir(path)).generator
+    tree, restored_step = run_folder.restore_generator(path, step)
+    variables = {'params': tree['g_ema_params'], 'batch_stats': tree['g_batch_stats']}
+  g_config.output_conv = output_conv or inference_output_conv(
+      g_config.get('output_conv', 'direct'), g_config.scale)
+  generator = build.generator_from_config(g_config, build.DTYPES[dtype])
   return Upscaler(generator, variables, tile=tile, tile_overlap=tile_overlap, bucket=bucket,
                   step=restored_step)
 
@@ -198,7 +206,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m srgan_jax.upscale', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('inputs', nargs='+', help='image files and folders')
-  parser.add_argument('--workdir', required=True, help='run folder (or a checkpoint in it)')
+  model = parser.add_mutually_exclusive_group(required=True)
+  model.add_argument('--workdir', help='run folder (or RUN/best, or a checkpoint in it)')
+  model.add_argument('--model', help='model file (python -m srgan_jax.export)')
   parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
   parser.add_argument('--output', required=True,
                       help='folder for <name>_x<scale>.png; a folder\'s images keep their '
@@ -217,8 +227,10 @@ def main(argv=None) -> int:
 
   from tqdm import tqdm
   try:
-    upscaler = load_upscaler(args.workdir, args.step, args.dtype, args.tile, args.tile_overlap,
-                             output_conv=args.output_conv)
+    if args.model and not os.path.isfile(args.model):
+      raise FileNotFoundError(f'--model={args.model}: no such file (a run folder goes in --workdir)')
+    upscaler = load_upscaler(args.model or args.workdir, args.step, args.dtype, args.tile,
+                             args.tile_overlap, output_conv=args.output_conv)
   except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
     parser.error(str(e))
   try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -268,3 +269,136 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert [l['step'] for l in lines][-2:] == [latest + 1, latest + 2]
+
+
+def test_a_run_folder_with_biases_before_batch_norm_loads_for_inference(trained_run, tmp_path):
+  """Run folders written before those biases were dropped: inference folds each bias into
+  its BN's running mean (exact, tests/test_models.py), resuming says why it cannot."""
+  import shutil
+  import orbax.checkpoint as ocp
+  from srgan_jax.models import build
+  workdir, _ = trained_run
+  old = tmp_path / 'old'
+  shutil.copytree(workdir, old)
+  shutil.rmtree(old / 'best')
+  tree, _ = run_folder.restore_raw(str(old))
+  rng = np.random.default_rng(0)
+  biases = {}  # path of each conv that feeds a BN -> the bias the old layout had there
+
+  def add_biases(params, stats, path=()):
+    for name, value in params.items():
+      if name.startswith('conv') and 'bn' + name[4:] in stats:
+        biases[path + (name,)] = rng.normal(0, 0.3, value['kernel'].shape[-1]).astype(np.float32)
+        value['bias'] = biases[path + (name,)]
+      elif isinstance(value, dict) and name in stats:
+        add_biases(value, stats[name], path + (name,))
+
+  add_biases(tree['g_ema_params'], tree['g_batch_stats'])
+  assert len(biases) == 5  # 2 blocks x 2 convs, and conv_body.
+  for path, bias in biases.items():  # The old params held them too (not used at inference).
+    node = tree['g_params']
+    for name in path:
+      node = node[name]
+    node['bias'] = bias + 1.0
+  with run_folder.checkpoint_manager(str(old / 'checkpoints'), 5) as manager:
+    manager.save(7, args=ocp.args.StandardSave(tree))
+    manager.wait_until_finished()
+  # What the old network computed: each BN saw conv(x) + b, i.e. the bias-free conv
+  # against a running mean lowered by b.
+  expected_stats = jax.tree.map(np.copy, tree['g_batch_stats'])
+  for path, bias in biases.items():
+    node = expected_stats
+    for name in path[:-1]:
+      node = node[name]
+    node['bn' + path[-1][4:]]['mean'] = node['bn' + path[-1][4:]]['mean'] - bias
+  params = jax.tree.map(np.copy, tree['g_ema_params'])
+  for path in biases:
+    node = params
+    for name in path:
+      node = node[name]
+    del node['bias']
+  generator = build.generator_from_config(run_folder.load_config(str(old)).generator)
+  image = np.random.default_rng(1).integers(0, 256, (13, 17, 3)).astype(np.uint8)
+  want = generator.apply({'params': params, 'batch_stats': expected_stats},
+                         image[None].astype(np.float32) / 255)[0]
+  got = upscale.load_upscaler(str(old))(image)
+  assert upscale.load_upscaler(str(old)).step == 7
+  want = np.clip(np.round((np.asarray(want) + 1) * 127.5), 0, 255)
+  assert np.abs(got.astype(int) - want).max() <= 1  # A rounding flip at most (jit or not).
+  # Ignoring the biases would give another image: the check can fail.
+  plain = generator.apply({'params': params, 'batch_stats': tree['g_batch_stats']},
+                          image[None].astype(np.float32) / 255)[0]
+  assert np.abs(np.asarray(plain) - np.asarray(want)).max() > 0.01
+  # Resuming it is refused with the reason and what still works; nothing is changed.
+  result = run_python(['main.py', '--config=configs/test.py', f'--workdir={old}',
+                       '--config.train.num_steps=9', '--config.eval.sets=()'])
+  assert result.returncode != 0
+  assert 'written by an earlier srgan_jax, whose convolutions before BatchNorm had biases' in result.stderr
+  assert f'--config.init_from={old}' in result.stderr
+  assert sorted(os.listdir(old / 'checkpoints')) == ['3', '6', '7']
+
+
+def test_model_file_round_trip_and_refusals(trained_run, tmp_path):
+  """export then upscale --model gives upscale --workdir's pixels; damaged and foreign
+  files are refused, saying what they are."""
+  workdir, _ = trained_run
+  model = tmp_path / 'tiny.npz'
+  result = run_python(['-m', 'srgan_jax.export', f'--workdir={workdir}', f'--output={model}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'generator at step 6, trained on skimage:chelsea,coffee,rocket' in result.stdout
+  (tmp_path / 'in').mkdir()
+  image = np.random.default_rng(0).integers(0, 256, (15, 11, 3)).astype(np.uint8)
+  Image.fromarray(image).save(tmp_path / 'in' / 'a.png')
+  for flag, folder in ((f'--model={model}', 'by_model'), (f'--workdir={workdir}', 'by_run')):
+    result = run_python(['-m', 'srgan_jax.upscale', flag, str(tmp_path / 'in'),
+                         f'--output={tmp_path / folder}'])
+    assert result.returncode == 0, result.stderr[-3000:]
+  by_model = np.asarray(Image.open(tmp_path / 'by_model' / 'a_x4.png'))
+  np.testing.assert_array_equal(by_model, np.asarray(Image.open(tmp_path / 'by_run' / 'a_x4.png')))
+  assert upscale.load_upscaler(str(model)).step == 6
+  # evaluate --model reads it as it reads the run folder.
+  (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
+  Image.fromarray(np.tile(image, (3, 4, 1))).save(tmp_path / 'Mini' / 'HR' / 'b.png')
+  scores = []
+  for flag in (f'--model={model}', f'--workdir={workdir}'):
+    result = run_python(['-m', 'srgan_jax.evaluate', flag, f'--data={tmp_path}/Mini'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores.append(json.loads(result.stdout.strip().splitlines()[-1])['psnr_y'])
+  assert scores[0] == scores[1]
+  # A truncated file, a file of another kind, a numpy archive that is not a model.
+  data = model.read_bytes()
+  (tmp_path / 'cut.npz').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'photo.npz').write_bytes((tmp_path / 'in' / 'a.png').read_bytes())
+  np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+  flipped = bytearray(data)
+  flipped[len(data) // 2] ^= 1  # One bit inside the params.
+  (tmp_path / 'flipped.npz').write_bytes(bytes(flipped))
+  for name, message in (('cut.npz', 'is damaged: a zip archive that cannot be read'),
+                        ('photo.npz', 'is not a srgan_jax model file: it is a PNG image'),
+                        ('other.npz', 'is not a srgan_jax model file: a numpy archive of 1 arrays'),
+                        ('flipped.npz', r'is damaged: (its arrays do not match the checksum|a zip)'),
+                        ('missing.npz', 'no such file')):
+    result = run_python(['-m', 'srgan_jax.upscale', f'--model={tmp_path / name}',
+                         str(tmp_path / 'in'), f'--output={tmp_path / "refused"}'])
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, (name, result.stderr)
+    assert re.search(message, result.stderr), (name, result.stderr[-2000:])
+  assert not (tmp_path / 'refused').exists()
+
+
+def test_evaluate_table_puts_bicubic_runs_and_the_paper_in_one_table(trained_run, tmp_path):
+  """--table=markdown on two runs and bicubic: one paper-style table."""
+  from tests.conftest import require_shared_data
+  workdir, _ = trained_run
+  data = require_shared_data('sr_benchmarks')
+  result = run_python(['-m', 'srgan_jax.evaluate', f'--workdir={workdir}',
+                       f'--workdir={workdir}/best', f'--data={data}/Set5', '--table=markdown'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = [line for line in result.stdout.splitlines() if line.startswith('|')]
+  assert table[0] == '| method | Set5 PSNR / SSIM |'
+  rows = {line.split(' | ')[0][2:]: line.split(' | ')[1].rstrip(' |') for line in table[2:]}
+  assert list(rows) == ['bicubic', f'{os.path.basename(workdir)} (step 6)', 'best (step 6)',
+                        'SRResNet-MSE (paper)', 'SRGAN-VGG54 (paper)']
+  assert rows['bicubic'] == '28.42 / 0.8101'
+  assert rows['SRResNet-MSE (paper)'] == '32.05 / 0.9019'
+  psnr, ssim = (float(x) for x in rows['best (step 6)'].split(' / '))
+  assert 0 < psnr < 40 and 0 < ssim < 1
