@@ -100,8 +100,14 @@ def get_config() -> ml_collections.ConfigDict:
   # HR/ (and LR_bicubic/X<scale>/) is read as a benchmark set.
   config.eval.sets = ()
   config.eval.every_steps = 0  # 0: only at the end of the run.
-  # Keeps workdir/best/ (the generator) by this metric on the first set: psnr_y or ssim_y.
+  # What to measure (srgan_jax.quality): psnr_y, ssim_y, psnr_rgb, lpips_alex, lpips_vgg,
+  # niqe. The LPIPS and NIQE weights come from `python -m srgan_jax.weights fetch NAME`.
+  config.eval.metrics = ('psnr_y', 'ssim_y')
+  # Keeps workdir/best/ (the generator) by this metric on the first set, one of
+  # eval.metrics; each metric knows whether higher or lower is better.
   config.eval.best_metric = 'psnr_y'
+  # Converted weights of the metrics. Empty: $SRGAN_JAX_CACHE or ~/.cache/srgan_jax.
+  config.eval.weights_dir = ''
   config.eval.max_images = 0  # Per set; 0 = all.
 
   return config

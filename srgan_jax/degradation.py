@@ -6,8 +6,9 @@ MATLAB's `imresize(x, s, 'bicubic')`, which made the official benchmark LR files
 - separable: rows (H) first, then columns (W); a uint8 image is rounded to uint8
   after each pass;
 - edges replicate (indices clamp), as in the MATLAB release that made the files: with
-  clamping, our numpy version reproduces every Set5/Set14 `LR_bicubic/X4` file within
-  +-1 (tests/test_degradation.py).
+  clamping, our numpy version reproduces every Set5/Set14 `LR_bicubic/X4` file
+  (tests/test_degradation.py). Later MATLAB releases mirror the edges instead
+  (`edges='symmetric'`), which NIQE's reference figures were computed with.
 
 `resize_numpy` is the reference (gather and weighted sum). `downscale_uint8_batch` is the
 jnp version used inside the jitted step: each pass is a small dense matrix product,
@@ -37,14 +38,21 @@ def output_length(in_length: int, scale: float) -> int:
   return int(math.ceil(in_length * scale - 1e-9))
 
 
+EDGES = ('replicate', 'symmetric')
+
+
 @lru_cache(maxsize=64)
-def contributions(in_length: int, out_length: int, scale: float):
+def contributions(in_length: int, out_length: int, scale: float, edges: str = 'replicate'):
   """Which input pixels feed each output pixel, and with what weights.
 
   Returns:
-    indices: [out_length, taps] int, 0-based and clamped to [0, in_length - 1].
+    indices: [out_length, taps] int, 0-based, inside [0, in_length - 1]: clamped
+      ('replicate') or mirrored about the edge pixels' outer sides ('symmetric':
+      -1 -> 0, -2 -> 1, in_length -> in_length - 1).
     weights: [out_length, taps] float64, each row summing to 1.
   """
+  if edges not in EDGES:
+    raise ValueError(f'edges must be one of {EDGES}, got {edges!r}')
   kernel_width = 4.0 / scale if scale < 1 else 4.0
   x = np.arange(1, out_length + 1, dtype=np.float64)
   u = x / scale + 0.5 * (1 - 1 / scale)
@@ -56,8 +64,11 @@ def contributions(in_length: int, out_length: int, scale: float):
   weights = weights / weights.sum(axis=1, keepdims=True)
   keep = np.any(weights != 0, axis=0)  # MATLAB drops all-zero tap columns.
   indices, weights = indices[:, keep], weights[:, keep]
-  indices = np.clip(indices - 1, 0, in_length - 1).astype(np.int64)
-  return indices, weights
+  indices = indices - 1
+  if edges == 'symmetric':
+    period = np.mod(indices, 2 * in_length)
+    indices = np.where(period < in_length, period, 2 * in_length - 1 - period)
+  return np.clip(indices, 0, in_length - 1).astype(np.int64), weights
 
 
 def _round_uint8(x: np.ndarray) -> np.ndarray:
@@ -65,7 +76,8 @@ def _round_uint8(x: np.ndarray) -> np.ndarray:
   return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
 
 
-def resize_numpy(image: np.ndarray, scale: float, out_shape=None) -> np.ndarray:
+def resize_numpy(image: np.ndarray, scale: float, out_shape=None,
+                 edges: str = 'replicate') -> np.ndarray:
   """MATLAB `imresize(image, scale, 'bicubic')`: the numpy reference.
 
   Args:
@@ -73,6 +85,7 @@ def resize_numpy(image: np.ndarray, scale: float, out_shape=None) -> np.ndarray:
       or float (no rounding).
     scale: resize factor (0.25 shrinks by 4, 4 enlarges by 4).
     out_shape: optional (H', W'); default ceil(H * scale), ceil(W * scale).
+    edges: 'replicate' (the release that made the benchmark LR files) or 'symmetric'.
 
   Returns:
     The resized image with image's dtype.
@@ -82,7 +95,7 @@ def resize_numpy(image: np.ndarray, scale: float, out_shape=None) -> np.ndarray:
   h, w = image.shape[:2]
   out_h, out_w = out_shape or (output_length(h, scale), output_length(w, scale))
   for axis, (n_in, n_out) in enumerate(((h, out_h), (w, out_w))):
-    indices, weights = contributions(n_in, n_out, float(scale))
+    indices, weights = contributions(n_in, n_out, float(scale), edges)
     gathered = np.take(x, indices, axis=axis)  # [..., n_out, taps, ...] along `axis`
     shape = [1] * gathered.ndim
     shape[axis], shape[axis + 1] = weights.shape

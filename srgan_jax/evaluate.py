@@ -10,10 +10,12 @@ Protocol (x4 tables of SRGAN, EDSR, RCAN, ...):
 4. `scale` pixels shaved at every border.
 5. PSNR on 0..255 Y; SSIM as Wang et al.'s `ssim_index`: 11x11 Gaussian window,
    sigma 1.5, 'valid' filtering, K1 = 0.01, K2 = 0.03, L = 255. Averaged over images.
+   The perceptual metrics (LPIPS, NIQE) and their directions: `srgan_jax.quality`.
 
 Command line:
   python -m srgan_jax.evaluate --data=DIR [--data=DIR2 ...] [--workdir=RUN ...] [--step=N]
-      [--model=FILE ...] [--method=bicubic] [--table=markdown] [--scale=4] [--rgb]
+      [--model=FILE ...] [--method=bicubic] [--metrics=psnr_y,ssim_y,lpips_alex,niqe]
+      [--table=markdown] [--scale=4]
 Prints a table (--table=markdown: one paper-style table, bicubic and the paper's rows
 included), then one JSON line per dataset and method.
 """
@@ -27,52 +29,10 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
-from skimage.metrics import structural_similarity
 
-from srgan_jax import degradation, images as image_io, input_pipeline, run_folder, upscale
+from srgan_jax import (degradation, images as image_io, input_pipeline, quality, run_folder,
+                       upscale)
 from srgan_jax.models import build
-
-
-def rgb_to_y(image: np.ndarray) -> np.ndarray:
-  """[H, W, 3] uint8 -> [H, W] float64 Y in 16..235, rounded to integers like MATLAB."""
-  x = image.astype(np.float64)
-  y = 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
-  return np.floor(y + 0.5)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float('inf') if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
-
-
-SSIM_WINDOW = 11  # Side of the Gaussian window; images must be at least this after shaving.
-
-
-def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-  """Mean SSIM of two [H, W] images (Wang et al. 2004, their reference settings).
-
-  scikit-image with these arguments is Wang et al.'s `ssim_index`: an 11x11 Gaussian
-  window of sigma 1.5 (its default truncation at 3.5 sigma), population covariances,
-  K1 = 0.01, K2 = 0.03, and the mean over the window positions inside the image.
-  """
-  return float(structural_similarity(
-      a.astype(np.float64), b.astype(np.float64), gaussian_weights=True, sigma=1.5,
-      use_sample_covariance=False, data_range=peak))
-
-
-# Each metric and whether a higher value is better (what config.eval.best_metric may name).
-HIGHER_IS_BETTER = {'psnr_y': True, 'ssim_y': True}
-
-
-def score(sr: np.ndarray, hr: np.ndarray, scale: int, rgb: bool = False) -> dict:
-  """PSNR and SSIM of uint8 [H, W, 3] SR against HR under the protocol."""
-  if sr.shape != hr.shape:
-    raise ValueError(f'SR {sr.shape} and HR {hr.shape} differ in shape')
-  crop = (slice(scale, -scale), slice(scale, -scale))
-  if rgb:
-    return {'psnr_rgb': psnr(sr[crop], hr[crop])}
-  sr_y, hr_y = rgb_to_y(sr)[crop], rgb_to_y(hr)[crop]
-  return {'psnr_y': psnr(sr_y, hr_y), 'ssim_y': ssim(sr_y, hr_y)}
 
 
 @dataclasses.dataclass
@@ -101,10 +61,11 @@ def load_eval_set(spec: str, scale: int, max_images: int = 0) -> list[EvalImage]
     name = os.path.splitext(os.path.basename(path))[0]
     hr = image_io.read_rgb(path)
     height, width = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
-    if min(height, width) < 2 * scale + SSIM_WINDOW:
+    window = quality.SSIM_WINDOW
+    if min(height, width) < 2 * scale + window:
       raise ValueError(f'{path}: {hr.shape[1]}x{hr.shape[0]} is too small to score at x{scale}: '
                        f'the protocol crops to a multiple of {scale}, shaves {scale} pixels per '
-                       f'side, and SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} after that')
+                       f'side, and SSIM needs {window}x{window} after that')
     hr = hr[:height, :width]
     lr_path = os.path.join(lr_dir, f'{name}x{scale}.png')
     if os.path.exists(lr_path):
@@ -122,7 +83,7 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.ndarray],
-                 scale: int, rgb: bool = False,
+                 scorer: quality.Scorer,
                  on_image: Optional[Callable[[int, EvalImage, np.ndarray], None]] = None
                  ) -> tuple[dict, list[dict]]:
   """Scores `upscale` (uint8 LR -> uint8 SR) on a set; returns (means, per-image rows).
@@ -132,7 +93,7 @@ def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.nda
   rows = []
   for index, item in enumerate(images):
     sr = upscale(item.lr)
-    rows.append({'image': item.name, **score(sr, item.hr, scale, rgb)})
+    rows.append({'image': item.name, **scorer(sr, item.hr)})
     if on_image:
       on_image(index, item, sr)
   keys = [k for k in rows[0] if k != 'image']
@@ -140,8 +101,8 @@ def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.nda
 
 
 class TrainingEvaluator:
-  """PSNR/SSIM of a generator on `config.eval.sets` during training: it measures, the
-  loop decides what to keep.
+  """`config.eval.metrics` of a generator on `config.eval.sets` during training: it
+  measures, the loop decides what to keep.
 
   Full images, not crops; LR is padded (by reflection) to a multiple of 16 pixels so
   that images of similar size share one compiled program. Process 0 prints each set's
@@ -158,6 +119,8 @@ class TrainingEvaluator:
 
   def __init__(self, eval_config, generator, workdir: str):
     self.workdir, self.scale = workdir, generator.scale
+    # Weights first: a missing file stops the run before any set is read.
+    self.scorer = quality.Scorer(eval_config.metrics, self.scale, eval_config.weights_dir)
     self.sets = {dataset_name(s): load_eval_set(s, self.scale, eval_config.max_images)
                  for s in eval_config.sets}
     # The bicubic baseline never changes during a run: scored once, and the images of
@@ -170,7 +133,7 @@ class TrainingEvaluator:
         if index < self.COMPARISONS_PER_SET:
           kept.append(sr)
 
-      means, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scale,
+      means, _ = evaluate_set(images, lambda lr: bicubic_upscale(lr, self.scale), self.scorer,
                               on_image=keep)
       self.bicubic[name] = (means, kept)
     self.generator = generator
@@ -195,14 +158,14 @@ class TrainingEvaluator:
           image_io.save_png(path, np.concatenate([bicubic_images[index], sr, item.hr], axis=1))
           print(f'  bicubic | SR | HR: {path}', flush=True)
 
-      means, rows = evaluate_set(images, self.upscaler, self.scale, on_image=save_comparison)
+      means, rows = evaluate_set(images, self.upscaler, self.scorer, on_image=save_comparison)
       for k, v in means.items():
         results[f'eval/{name}/{k}'] = v
         results[f'eval/{name}/bicubic_{k}'] = bicubic[k]
       if is_writer:
-        print(f'eval step {step} {name}: SR PSNR {means["psnr_y"]:.2f} dB SSIM '
-              f'{means["ssim_y"]:.4f} | bicubic PSNR {bicubic["psnr_y"]:.2f} dB SSIM '
-              f'{bicubic["ssim_y"]:.4f} ({len(images)} images)', flush=True)
+        shown = lambda values: ' '.join(f'{k} {v:.4f}' for k, v in values.items())
+        print(f'eval step {step} {name}: SR {shown(means)} | bicubic {shown(bicubic)} '
+              f'({len(images)} images)', flush=True)
         run_folder.write_json(os.path.join(self.workdir, 'eval', f'{name}_{step}.json'),
                               {'dataset': name, 'step': step, **means, 'images': rows})
     return results
@@ -218,21 +181,27 @@ PAPER_ROWS = {
 }
 
 
-def markdown_table(summaries: list[dict], datasets: list[str]) -> str:
-  """One paper-style table: a row per method, PSNR / SSIM per set, the paper's rows last."""
+# How a table names and prints each metric.
+_SHOWN = {'psnr_y': ('PSNR', '{:.2f}'), 'ssim_y': ('SSIM', '{:.4f}'),
+          'psnr_rgb': ('PSNR (RGB)', '{:.2f}'), 'lpips_alex': ('LPIPS (Alex)', '{:.4f}'),
+          'lpips_vgg': ('LPIPS (VGG)', '{:.4f}'), 'niqe': ('NIQE', '{:.3f}')}
+
+
+def markdown_table(summaries: list[dict], datasets: list[str], metrics) -> str:
+  """One paper-style table: a row per method, the metrics of each set in one cell (e.g.
+  'PSNR / SSIM'), the paper's rows last ('-' where it gives no figure)."""
   methods = list(dict.fromkeys(s['method'] for s in summaries))
   cell = {(s['method'], s['dataset']): s for s in summaries}
-  lines = ['| method | ' + ' | '.join(f'{d} PSNR / SSIM' for d in datasets) + ' |',
+  header = ' / '.join(_SHOWN[m][0] for m in metrics)
+  lines = ['| method | ' + ' | '.join(f'{d} {header}' for d in datasets) + ' |',
            '|---|' + '---|' * len(datasets)]
+  show = lambda values: ' / '.join(
+      _SHOWN[m][1].format(values[m]) if values.get(m) is not None else '-' for m in metrics)
   for method in methods:
-    cells = []
-    for d in datasets:
-      found = cell.get((method, d))
-      cells.append(f'{found["psnr_y"]:.2f} / {found["ssim_y"]:.4f}'
-                   if found and 'psnr_y' in found else '-')
-    lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {method} | ' + ' | '.join(show(cell.get((method, d), {}))
+                                               for d in datasets) + ' |')
   for method, figures in PAPER_ROWS.items():
-    cells = [f'{figures[d][0]:.2f} / {figures[d][1]:.4f}' if d in figures else '-'
+    cells = [show(dict(zip(('psnr_y', 'ssim_y'), figures[d])) if d in figures else {})
              for d in datasets]
     lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -291,7 +260,11 @@ def main(argv=None) -> int:
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step of the run folders; default latest')
   parser.add_argument('--scale', type=int, default=None, help='default: the run\'s, or 4')
-  parser.add_argument('--rgb', action='store_true', help='PSNR on RGB instead of Y')
+  parser.add_argument('--metrics', default=','.join(quality.DEFAULT),
+                      help=f'comma list of {", ".join(quality.METRICS)}')
+  parser.add_argument('--cache_dir', default='',
+                      help='converted public weights (default: $SRGAN_JAX_CACHE or '
+                           '~/.cache/srgan_jax); python -m srgan_jax.weights fetch NAME')
   parser.add_argument('--dtype', default='float32', choices=sorted(build.DTYPES))
   parser.add_argument('--table', choices=['text', 'markdown'], default='text',
                       help='markdown: one table, a row per method (bicubic included) and the '
@@ -299,10 +272,19 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if not (args.workdir or args.model or args.method):
     parser.error('name what to evaluate: --workdir=RUN, --model=FILE or --method=bicubic')
+  try:
+    metrics = quality.check_names(m for m in args.metrics.split(',') if m)
+  except ValueError as e:
+    parser.error(str(e))
   methods = _methods(parser, args)
   scale = methods[-1].scale
   if any(m.scale != scale for m in methods):
     parser.error('the runs were trained for different scales: evaluate them separately')
+  try:  # Before any image: a metric whose weights are missing names the file.
+    scorer = quality.Scorer(metrics, scale, args.cache_dir)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
 
   summaries, datasets = [], []
   for spec in args.data:
@@ -314,7 +296,7 @@ def main(argv=None) -> int:
       print(f'error: {e}', file=sys.stderr)
       return 1
     for method in methods:
-      means, rows = evaluate_set(images, method.upscale, scale, args.rgb)
+      means, rows = evaluate_set(images, method.upscale, scorer)
       step = method.step
       summaries.append({'dataset': name, 'method': method.label, 'step': step, 'n': len(rows),
                         **means})
@@ -324,9 +306,9 @@ def main(argv=None) -> int:
         run_folder.write_json(os.path.join(folder, f'{name}_{step}.json'),
                               {'dataset': name, 'step': step, **means, 'images': rows})
   if args.table == 'markdown':
-    print(markdown_table(summaries, datasets))
+    print(markdown_table(summaries, datasets, metrics))
   else:
-    metric_keys = [k for k in summaries[0] if k.startswith(('psnr', 'ssim'))]
+    metric_keys = list(metrics)
     width = max(10, *(len(s['method']) for s in summaries))
     print(f'{"dataset":<12} {"method":<{width}} {"n":>4} '
           + ' '.join(f'{k:>9}' for k in metric_keys))

@@ -22,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from srgan_jax import (degradation, evaluate, images as image_io, input_pipeline,
-                       metrics_writer, run_folder, train_step, weights)
+                       metrics_writer, quality, run_folder, train_step, weights)
 from srgan_jax.models import build, vgg
 
 
@@ -32,9 +32,10 @@ def validate_config(config) -> build.Models:
   Returns the run's models, built here once: the modules check their own settings
   (scale, conv forms) as they are built.
   """
-  if config.eval.best_metric not in evaluate.HIGHER_IS_BETTER:
-    raise ValueError(f'config.eval.best_metric must be one of '
-                     f'{tuple(evaluate.HIGHER_IS_BETTER)}, got {config.eval.best_metric!r}')
+  metrics = quality.check_names(config.eval.metrics)
+  if config.eval.best_metric not in metrics:
+    raise ValueError(f'config.eval.best_metric must be one of config.eval.metrics '
+                     f'{metrics}, got {config.eval.best_metric!r}')
   models = build.build_models(config)
   scale, crop = config.generator.scale, config.data.hr_crop_size
   if crop % scale:
@@ -235,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if value is None:
         return
       record = best.record
-      higher = evaluate.HIGHER_IS_BETTER[metric]
+      higher = quality.METRICS[metric].higher_is_better
       if (record is None or record.get('metric') != metric
           or (value > record['value'] if higher else value < record['value'])):
         best.save(step, {k: getattr(state, k) for k in run_folder.GENERATOR_KEYS},

@@ -250,6 +250,72 @@ def read_vgg19_torchvision(path: str) -> Arrays:
   return _check_vgg19(layers, path)
 
 
+# Index of each conv in torchvision's `alexnet().features` and `vgg16().features`.
+TORCHVISION_ALEXNET_INDEX = {'conv1': 0, 'conv2': 3, 'conv3': 6, 'conv4': 8, 'conv5': 10}
+TORCHVISION_VGG16_INDEX = dict(zip(
+    ('conv1_1', 'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_2', 'conv3_3', 'conv4_1',
+     'conv4_2', 'conv4_3', 'conv5_1', 'conv5_2', 'conv5_3'),
+    (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)))
+# (in, out, kernel) of each conv, to check a file's shapes against.
+_ALEXNET_SHAPES = {'conv1': (3, 64, 11), 'conv2': (64, 192, 5), 'conv3': (192, 384, 3),
+                   'conv4': (384, 256, 3), 'conv5': (256, 256, 3)}
+_VGG16_SHAPES = dict(zip(TORCHVISION_VGG16_INDEX, (
+    (3, 64, 3), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
+    (256, 256, 3), (256, 512, 3), (512, 512, 3), (512, 512, 3), (512, 512, 3),
+    (512, 512, 3), (512, 512, 3))))
+_LPIPS_CHANNELS = {'alex': (64, 192, 384, 256, 256), 'vgg': (64, 128, 256, 512, 512)}
+
+
+def _read_torchvision_features(path: str, index: dict, shapes: dict) -> Arrays:
+  """A torchvision classifier's conv layers (`features.N.weight`, OIHW -> HWIO, and bias)."""
+  state = read_torch_state_dict(path)
+  arrays = {}
+  for name, i in index.items():
+    w, b = state.get(f'features.{i}.weight'), state.get(f'features.{i}.bias')
+    cin, cout, k = shapes[name]
+    if w is None or b is None:
+      raise ValueError(f'{path}: layer {name} (features.{i}) is missing')
+    if w.shape != (cout, cin, k, k) or b.shape != (cout,):
+      raise ValueError(f'{path}: layer {name} has weight {w.shape} and bias {b.shape}; '
+                       f'expected {(cout, cin, k, k)} and ({cout},)')
+    arrays[f'{name}/kernel'] = np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)), np.float32)
+    arrays[f'{name}/bias'] = np.asarray(b, np.float32)
+  return arrays
+
+
+def _lpips_reader(backbone: str) -> Callable[[str], Arrays]:
+  def read(path: str) -> Arrays:
+    """The lpips package's v0.1 calibration layers (`lin{k}.model.1.weight`, [1, C, 1, 1])."""
+    state = read_torch_state_dict(path)
+    arrays = {}
+    for k, channels in enumerate(_LPIPS_CHANNELS[backbone]):
+      weight = state.get(f'lin{k}.model.1.weight')
+      if weight is None or weight.shape != (1, channels, 1, 1):
+        raise ValueError(f'{path}: lin{k}.model.1.weight is '
+                         f'{None if weight is None else weight.shape}, expected (1, {channels}, 1, 1)'
+                         f' for LPIPS on {backbone}')
+      arrays[f'lin{k}/weight'] = np.asarray(weight, np.float32).reshape(channels)
+    return arrays
+  return read
+
+
+def read_niqe_pristine(path: str) -> Arrays:
+  """NIQE's pristine model: MATLAB's `modelparameters.mat` (`mu_prisparam`,
+  `cov_prisparam`) or BasicSR's `niqe_pris_params.npz` (`mu_pris_param`, `cov_pris_param`)."""
+  if path.endswith('.mat'):
+    from scipy import io  # The MATLAB reader.
+    data = io.loadmat(path)
+    mu, cov = data.get('mu_prisparam'), data.get('cov_prisparam')
+  else:
+    with np.load(path, allow_pickle=False) as data:
+      mu, cov = (data[k] if k in data.files else None for k in ('mu_pris_param', 'cov_pris_param'))
+  if mu is None or cov is None or np.size(mu) != 36 or np.shape(cov) != (36, 36):
+    raise ValueError(f'{path}: expected a NIQE pristine model (36 means and a 36x36 '
+                     f'covariance), found {None if mu is None else np.shape(mu)} and '
+                     f'{None if cov is None else np.shape(cov)}')
+  return {'mu': np.asarray(mu, np.float64).reshape(36), 'cov': np.asarray(cov, np.float64)}
+
+
 REGISTRY = {w.name: w for w in (
     PublicWeights(
         'vgg19_keras', 'VGG19 ImageNet weights, Keras (Caffe-style BGR input)',
@@ -262,7 +328,36 @@ REGISTRY = {w.name: w for w in (
         'vgg19_torchvision', 'VGG19 ImageNet weights, torchvision (RGB, ImageNet mean/std)',
         url='https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
         filename='vgg19-dcbb9e9d.pth', read=read_vgg19_torchvision, sha256_prefix='dcbb9e9d'),
+    PublicWeights(
+        'alexnet_torchvision', 'AlexNet ImageNet weights, torchvision (the LPIPS backbone)',
+        url='https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
+        filename='alexnet-owt-7be5be79.pth', sha256_prefix='7be5be79',
+        read=lambda path: _read_torchvision_features(path, TORCHVISION_ALEXNET_INDEX,
+                                                     _ALEXNET_SHAPES)),
+    PublicWeights(
+        'vgg16_torchvision', 'VGG16 ImageNet weights, torchvision (the LPIPS backbone)',
+        url='https://download.pytorch.org/models/vgg16-397923af.pth',
+        filename='vgg16-397923af.pth', sha256_prefix='397923af',
+        read=lambda path: _read_torchvision_features(path, TORCHVISION_VGG16_INDEX,
+                                                     _VGG16_SHAPES)),
+    PublicWeights(
+        'lpips_alex', 'LPIPS v0.1 calibration layers for AlexNet (the lpips package)',
+        url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth',
+        filename='alex.pth', read=_lpips_reader('alex'),
+        sha256_prefix='df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0'),
+    PublicWeights(
+        'lpips_vgg', 'LPIPS v0.1 calibration layers for VGG16 (the lpips package)',
+        url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth',
+        filename='vgg.pth', read=_lpips_reader('vgg'),
+        sha256_prefix='a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868'),
+    PublicWeights(
+        'niqe_pristine', "NIQE's pristine model (MATLAB's modelparameters.mat, as BasicSR ships it)",
+        url='https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz',
+        filename='niqe_pris_params.npz', read=read_niqe_pristine,
+        sha256_prefix='2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296'),
 )}
+# A file placed by hand under its MATLAB name is NIQE's pristine model too.
+_OTHER_FILENAMES = {'modelparameters.mat': 'niqe_pristine'}
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -341,6 +436,8 @@ def guess_name(input_path: str) -> str:
   for entry in REGISTRY.values():
     if base == entry.filename:
       return entry.name
+  if base in _OTHER_FILENAMES:
+    return _OTHER_FILENAMES[base]
   with open(input_path, 'rb') as f:
     if f.read(4) == b'\x89HDF':
       return 'vgg19_keras'

@@ -86,6 +86,14 @@ def test_train_loop_benchmark_reports_each_window_the_step_and_the_evaluation(tm
   assert (tmp_path / 'checkpoints' / '4').is_dir()  # The run's one save, at its end.
 
 
+def test_metrics_benchmark_times_lpips_and_niqe():
+  result = run_python(['benchmarks/metrics.py', '--size=64', '--warmup=1', '--iters=1'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(r'^lpips_alex 64x64, batch 1: [\d,.]+ image pairs/s', result.stdout, re.M)
+  assert re.search(r'^lpips_vgg 64x64, batch 1: [\d,.]+ image pairs/s', result.stdout, re.M)
+  assert re.search(r'^niqe \d+x\d+ \(.*\): \d+\.\d+ s per image$', result.stdout, re.M)
+
+
 def _gpu_check_script():
   """benchmarks/gpu_check.sh with continued lines joined."""
   with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from srgan_jax import evaluate
+from srgan_jax import evaluate, quality
 from tests.conftest import require_shared_data, run_python
 
 
 def test_psnr_and_ssim_basics():
   rng = np.random.default_rng(0)
   a = rng.integers(0, 256, (40, 40)).astype(np.float64)
-  assert evaluate.ssim(a, a) == pytest.approx(1.0)
-  assert evaluate.psnr(a, a + 1.0) == pytest.approx(10 * np.log10(255 ** 2))
-  assert evaluate.ssim(a, 255 - a) < 0
+  assert quality.ssim(a, a) == pytest.approx(1.0)
+  assert quality.psnr(a, a + 1.0) == pytest.approx(10 * np.log10(255 ** 2))
+  assert quality.ssim(a, 255 - a) < 0
 
 
 def test_ssim_is_wang_et_al_window_by_window():
@@ -33,13 +33,13 @@ def test_ssim_is_wang_et_al_window_by_window():
       cov = (w * (x - mx) * (y - my)).sum()
       values.append((2 * mx * my + c1) * (2 * cov + c2)
                     / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
-  assert evaluate.ssim(a, b) == pytest.approx(np.mean(values), abs=1e-12)
+  assert quality.ssim(a, b) == pytest.approx(np.mean(values), abs=1e-12)
 
 
 def test_y_channel_matches_matlab_for_primaries():
   # MATLAB rgb2ycbcr(uint8): black 16, white 235, pure red round(16 + 65.481) = 81.
   pixels = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
-  np.testing.assert_array_equal(evaluate.rgb_to_y(pixels), [[16, 235, 81]])
+  np.testing.assert_array_equal(quality.rgb_to_y(pixels), [[16, 235, 81]])
 
 
 def test_bicubic_baseline_matches_published_protocol_figures():
@@ -64,7 +64,8 @@ def test_set_without_lr_files_uses_our_bicubic(tmp_path):
   import shutil
   shutil.copytree(f'{root}/HR', tmp_path / 'Set5' / 'HR')
   images = evaluate.load_eval_set(str(tmp_path / 'Set5'), 4)
-  means, _ = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  means, _ = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4),
+                                        quality.Scorer(quality.DEFAULT, 4))
   assert means['psnr_y'] == pytest.approx(28.42, abs=0.01)
 
 
@@ -75,7 +76,8 @@ def test_gray_hr_is_scored(tmp_path):
   (tmp_path / 'HR').mkdir()
   Image.fromarray(gray).save(tmp_path / 'HR' / 'g.png')
   images = evaluate.load_eval_set(str(tmp_path), 4)
-  means, rows = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  means, rows = evaluate.evaluate_set(images, lambda lr: evaluate.bicubic_upscale(lr, 4),
+                                        quality.Scorer(quality.DEFAULT, 4))
   assert rows[0]['image'] == 'g' and np.isfinite(means['psnr_y'])
 
 
@@ -85,7 +87,8 @@ def test_image_too_small_to_score_is_named(tmp_path):
   # 22 px crops to 20 at x4, and 20 - 2 * 4 = 12 >= 11: scored. 21 crops to 20 too.
   Image.fromarray(np.zeros((22, 21, 3), np.uint8)).save(tmp_path / 'HR' / 'fits.png')
   fits = evaluate.load_eval_set(str(tmp_path), 4)
-  means, _ = evaluate.evaluate_set(fits, lambda lr: evaluate.bicubic_upscale(lr, 4), 4)
+  means, _ = evaluate.evaluate_set(fits, lambda lr: evaluate.bicubic_upscale(lr, 4),
+                                     quality.Scorer(quality.DEFAULT, 4))
   assert means['psnr_y'] == float('inf') and means['ssim_y'] == pytest.approx(1.0)
   # 19 px crops to 16, and 16 - 8 = 8 < 11: refused with the file's name and size.
   Image.fromarray(np.zeros((19, 40, 3), np.uint8)).save(tmp_path / 'HR' / 'small.png')

@@ -51,7 +51,7 @@ def test_the_first_screen_holds_the_two_commands_and_the_results_table():
 
 @pytest.mark.slow
 def test_every_command_the_readme_shows_runs(tmp_path):
-  data = require_shared_data('sr_benchmarks')
+  data = os.path.dirname(require_shared_data('sr_benchmarks'))
   (tmp_path / 'photos').mkdir()
   photo = np.random.default_rng(0).integers(0, 256, (20, 24, 3)).astype(np.uint8)
   Image.fromarray(photo).save(tmp_path / 'photos' / 'a.png')
@@ -71,7 +71,7 @@ def test_every_command_the_readme_shows_runs(tmp_path):
       assert args[0] == 'python', command
       args = [a.replace('runs/', f'{tmp_path}/runs/').replace('photos/', f'{tmp_path}/photos/')
               .replace('upscaled/', f'{tmp_path}/upscaled/')
-              .replace('../shared/data/sr_benchmarks', data) for a in args[1:]]
+              .replace('../shared/data', data) for a in args[1:]]
       if args[0] == 'main.py':
         args += TINY + (['--config.vgg.allow_random_weights=True']
                         if 'configs/srgan.py' in command else [])

@@ -1,0 +1,126 @@
+"""Image-quality metrics of an SR image against its HR image, each knowing its direction.
+
+| name | what | better |
+|---|---|---|
+| psnr_y, ssim_y | PSNR and SSIM on Y (MATLAB's `rgb2ycbcr`, rounded), `scale` pixels shaved | higher |
+| psnr_rgb | PSNR on RGB, shaved alike | higher |
+| lpips_alex, lpips_vgg | LPIPS v0.1 on RGB (`models.lpips`), shaved alike | lower |
+| niqe | NIQE of SR alone, on Y, `scale` pixels shaved (`niqe`) | lower |
+
+A `Scorer` loads what its metrics need (public weights through `srgan_jax.weights`) when
+it is made, so a missing file stops an evaluation before any image is computed.
+"""
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from srgan_jax import niqe as niqe_lib, weights
+from srgan_jax.models import lpips
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  name: str
+  higher_is_better: bool
+  weights: tuple[str, ...] = ()  # Public weights it needs (`srgan_jax.weights` names).
+
+
+METRICS = {m.name: m for m in (
+    Metric('psnr_y', True), Metric('ssim_y', True), Metric('psnr_rgb', True),
+    Metric('lpips_alex', False, ('alexnet_torchvision', 'lpips_alex')),
+    Metric('lpips_vgg', False, ('vgg16_torchvision', 'lpips_vgg')),
+    Metric('niqe', False, ('niqe_pristine',)),
+)}
+DEFAULT = ('psnr_y', 'ssim_y')
+
+
+def rgb_to_y(image: np.ndarray) -> np.ndarray:
+  """[H, W, 3] uint8 -> [H, W] float64 Y in 16..235, rounded to integers like MATLAB."""
+  x = image.astype(np.float64)
+  y = 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+  return np.floor(y + 0.5)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return float('inf') if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
+
+
+SSIM_WINDOW = 11  # Side of the Gaussian window; images must be at least this after shaving.
+
+
+def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+  """Mean SSIM of two [H, W] images (Wang et al. 2004, their reference settings).
+
+  scikit-image with these arguments is Wang et al.'s `ssim_index`: an 11x11 Gaussian
+  window of sigma 1.5 (its default truncation at 3.5 sigma), population covariances,
+  K1 = 0.01, K2 = 0.03, and the mean over the window positions inside the image.
+  """
+  return float(structural_similarity(
+      a.astype(np.float64), b.astype(np.float64), gaussian_weights=True, sigma=1.5,
+      use_sample_covariance=False, data_range=peak))
+
+
+def check_names(names) -> tuple[str, ...]:
+  names = tuple(names)
+  unknown = [n for n in names if n not in METRICS]
+  if unknown or not names:
+    raise ValueError(f'unknown metrics {unknown}; choose from {tuple(METRICS)}')
+  return names
+
+
+class LpipsDistance:
+  """LPIPS v0.1 of two uint8 [H, W, 3] images, jitted (one compile per image shape)."""
+
+  def __init__(self, backbone: str, cache_dir: str = ''):
+    net = 'alexnet_torchvision' if backbone == 'alex' else 'vgg16_torchvision'
+    self.variables = jax.device_put(lpips.variables(
+        weights.load(net, cache_dir), weights.load(f'lpips_{backbone}', cache_dir)))
+    module = lpips.LPIPS(backbone)
+    self._apply = jax.jit(lambda v, a, b: module.apply(v, a, b))
+
+  def __call__(self, sr: np.ndarray, hr: np.ndarray) -> float:
+    to_unit = lambda x: jnp.asarray(x[None], jnp.float32) / 127.5 - 1.0
+    return float(self._apply(self.variables, to_unit(sr), to_unit(hr))[0])
+
+
+class Scorer:
+  """Scores uint8 [H, W, 3] SR against HR with the named metrics, under the protocol.
+
+  Args:
+    names: metric names (keys of METRICS).
+    scale: the SR factor: `scale` pixels are shaved at every border before scoring.
+    cache_dir: where converted public weights are (default: `weights.cache_dir()`).
+
+  Raises `weights.MissingWeightsError` at once, naming the file and the fetch command,
+  when a metric's weights are not there.
+  """
+
+  def __init__(self, names, scale: int, cache_dir: str = ''):
+    self.names, self.scale = check_names(names), scale
+    self._lpips = {n: LpipsDistance(n.split('_')[1], cache_dir)
+                   for n in self.names if n.startswith('lpips_')}
+    self._niqe = None
+    if 'niqe' in self.names:
+      pristine = weights.load('niqe_pristine', cache_dir)
+      self._niqe = lambda y: niqe_lib.niqe(y, pristine['mu'], pristine['cov'])
+
+  def __call__(self, sr: np.ndarray, hr: np.ndarray) -> dict:
+    if sr.shape != hr.shape:
+      raise ValueError(f'SR {sr.shape} and HR {hr.shape} differ in shape')
+    s = self.scale
+    sr, hr = sr[s:-s, s:-s], hr[s:-s, s:-s]
+    sr_y, hr_y = rgb_to_y(sr), rgb_to_y(hr)
+    scorers: dict[str, Callable[[], float]] = {
+        'psnr_rgb': lambda: psnr(sr, hr),
+        'psnr_y': lambda: psnr(sr_y, hr_y),
+        'ssim_y': lambda: ssim(sr_y, hr_y),
+        'niqe': lambda: self._niqe(sr_y),
+    }
+    return {name: self._lpips[name](sr, hr) if name in self._lpips else scorers[name]()
+            for name in self.names}
