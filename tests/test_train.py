@@ -89,8 +89,12 @@ def test_regrouped_conv_forms_train_like_direct_ones(tiny_config, monkeypatch):
   for path, got, want in zip(paths, jax.tree.leaves(updates['subpixel4']),
                              jax.tree.leaves(updates['direct'])):
     assert np.abs(want).max() > 0, path  # Every parameter has a gradient (no dead biases).
-    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max(),
-                               err_msg=path)
+    # Each leaf's relative L2 error: float32 sums in another order, through BatchNorm's
+    # backward, move single entries by up to 3% of their own size and a whole leaf by up
+    # to 2.3e-3 (a PReLU slope, jax 0.6.2); a wrong kernel tap would be off by the
+    # gradient itself.
+    error = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert error < 1e-2, (path, error)
 
 
 def test_single_forward_step_equals_direct_gradient(tiny_config):
