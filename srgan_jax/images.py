@@ -46,6 +46,11 @@ def _to_uint8(array: np.ndarray) -> tuple[np.ndarray, int]:
   return np.clip(np.round(array.astype(np.float64) * 255.0 / maximum), 0, 255).astype(np.uint8), bits
 
 
+def _without(error: Exception, path: str) -> str:
+  """The error's text with the path it repeats (Pillow names the file) said as 'the file'."""
+  return str(error).replace(f"'{path}'", 'the file').replace(path, 'the file')
+
+
 def decode(path: str) -> DecodedImage:
   """Reads an image file by the rules above; raises UnreadableImageError with the reason."""
   try:
@@ -55,9 +60,10 @@ def decode(path: str) -> DecodedImage:
   except FileNotFoundError:
     raise
   except Image.DecompressionBombError as e:  # Over twice Pillow's pixel limit.
-    raise UnreadableImageError(f'{path}: too large to decode safely ({e})') from e
+    raise UnreadableImageError(f'{path}: too large to decode safely ({_without(e, path)})') from e
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise UnreadableImageError(f'{path}: cannot decode ({type(e).__name__}: {e})') from e
+    raise UnreadableImageError(
+        f'{path}: cannot decode ({type(e).__name__}: {_without(e, path)})') from e
   mode = image.mode
   alpha = None
   if mode == 'P' and 'transparency' in image.info:

@@ -14,7 +14,9 @@ Command line:
 Tiling: the image is cut into tiles of `tile` LR pixels; each is upscaled with
 `tile_overlap` LR pixels of context on every side (windows are shifted to stay inside
 the image, so every window has one shape and compiles once) and only its centre is
-kept. With an overlap of at least the generator's receptive-field radius (about
+kept, written as uint8 into the output at once. An image that runs out of memory is
+retried with tiles half as large, down to MIN_TILE; the command line then reports it
+and goes on with the others. With an overlap of at least the generator's receptive-field radius (about
 40 LR pixels for 16 blocks: see `receptive_field_radius`) the result equals the
 untiled one up to float rounding.
 """
@@ -49,6 +51,10 @@ def receptive_field_radius(num_blocks: int, scale: int) -> int:
 class Upscaler:
   """Maps uint8 [H, W, 3] images to uint8 [sH, sW, 3] with a fixed generator.
 
+  The compiled program takes a uint8 window and returns it upscaled as uint8, so the only
+  image-sized arrays on the host are the input and the output: each tile goes into the
+  preallocated uint8 output as soon as it is computed.
+
   Args:
     generator: the Flax module.
     variables: {'params', 'batch_stats'} (EMA params when the run kept them).
@@ -67,32 +73,34 @@ class Upscaler:
     self.generator, self.scale, self.step = generator, generator.scale, step
     self.variables = jax.device_put(variables)
     self.tile, self.tile_overlap, self.bucket = tile, tile_overlap, bucket
-    self._apply = jax.jit(lambda v, lr: generator.apply(v, lr, train=False))
+
+    def upscale_uint8(variables, lr):  # [1, h, w, 3] uint8 -> [1, sh, sw, 3] uint8
+      sr = generator.apply(variables, lr.astype(jnp.float32) / 255.0, train=False)
+      return jnp.clip(jnp.round((sr + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+    self._apply = jax.jit(upscale_uint8)
 
   def set_variables(self, variables, step: Optional[int] = None):
     """Swaps in new weights of the same shapes; compiled programs are kept."""
     self.variables, self.step = jax.device_put(variables), step
 
-  def sr_float(self, lr: np.ndarray) -> np.ndarray:
-    """[h, w, 3] float32 LR in [0, 1] -> [sh, sw, 3] float32 SR in [-1, 1] (whole image)."""
+  def _run(self, lr: np.ndarray) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [sh, sw, 3] in one call, padded to the bucket if asked."""
     h, w = lr.shape[:2]
     if self.bucket:
       ph, pw = -h % self.bucket, -w % self.bucket
       mode = 'reflect' if ph < h and pw < w else 'edge'
       lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode=mode)
-    return self._run(lr)[:h * self.scale, :w * self.scale]
+    return np.asarray(self._apply(self.variables, lr[None])[0])[:h * self.scale, :w * self.scale]
 
-  def _run(self, lr: np.ndarray) -> np.ndarray:
-    return np.asarray(self._apply(self.variables, jnp.asarray(lr[None], jnp.float32))[0])
-
-  def _tiled(self, lr: np.ndarray) -> np.ndarray:
+  def _tiled(self, lr: np.ndarray, tile: int) -> np.ndarray:
     h, w = lr.shape[:2]
-    s, t, ov = self.scale, self.tile, self.tile_overlap
-    win_h, win_w = min(h, t + 2 * ov), min(w, t + 2 * ov)
-    out = np.empty((h * s, w * s, 3), np.float32)
-    for y0 in range(0, h, t):
-      for x0 in range(0, w, t):
-        y1, x1 = min(y0 + t, h), min(x0 + t, w)
+    s, ov = self.scale, self.tile_overlap
+    win_h, win_w = min(h, tile + 2 * ov), min(w, tile + 2 * ov)
+    out = np.empty((h * s, w * s, 3), np.uint8)
+    for y0 in range(0, h, tile):
+      for x0 in range(0, w, tile):
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
         wy = min(max(y0 - ov, 0), h - win_h)  # window start, kept inside the image
         wx = min(max(x0 - ov, 0), w - win_w)
         sr = self._run(lr[wy:wy + win_h, wx:wx + win_w])
@@ -100,19 +108,15 @@ class Upscaler:
                                                (x0 - wx) * s:(x1 - wx) * s]
     return out
 
-  def upscale_float(self, lr: np.ndarray) -> np.ndarray:
-    """[h, w, 3] float32 in [0, 1] -> [sh, sw, 3] float32 in [-1, 1], tiled if asked."""
-    if self.tile and (lr.shape[0] > self.tile or lr.shape[1] > self.tile):
-      return self._tiled(lr)
-    return self.sr_float(lr)
-
-  def __call__(self, image: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 -> [sH, sW, 3] uint8."""
+  def __call__(self, image: np.ndarray, tile: Optional[int] = None) -> np.ndarray:
+    """[H, W, 3] uint8 -> [sH, sW, 3] uint8; `tile` overrides the upscaler's own."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
       raise ValueError(f'expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}')
-    sr = self.upscale_float(image.astype(np.float32) / 255.0)
-    return image_io.to_uint8(sr)
+    tile = self.tile if tile is None else tile
+    if tile and (image.shape[0] > tile or image.shape[1] > tile):
+      return self._tiled(image, tile)
+    return self._run(image)
 
 
 def inference_output_conv(trained: str, scale: int) -> str:
@@ -157,12 +161,54 @@ def load_upscaler(path: str, step: Optional[int] = None, dtype: str = 'float32',
                   step=restored_step)
 
 
+MIN_TILE = 32  # LR pixels: a retry after running out of memory goes no smaller.
+
+
+class OutOfMemoryError(MemoryError):
+  """An image that did not fit even in the smallest tiles; the message names it."""
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return isinstance(error, MemoryError) or (
+      isinstance(error, jax.errors.JaxRuntimeError)
+      and ('RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()))
+
+
+def upscale_within_memory(upscaler: Upscaler, image: np.ndarray, name: str) -> np.ndarray:
+  """`upscaler(image)`, retried with tiles half as large each time memory runs out.
+
+  Starts from the upscaler's tile (the whole image when it has none) and stops at
+  MIN_TILE LR pixels, raising OutOfMemoryError naming `name`.
+  """
+  tile = upscaler.tile or max(image.shape[:2])
+  while True:
+    try:
+      return upscaler(image, tile=tile)
+    except Exception as e:  # Only memory errors are retried; others go up as they are.
+      if not _is_out_of_memory(e):
+        raise
+      if tile // 2 < MIN_TILE:
+        raise OutOfMemoryError(f'{name}: out of memory even in {tile}-pixel tiles '
+                               f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from e
+      tile //= 2
+
+
+def _gray(rgb: np.ndarray, rows: int = 256) -> np.ndarray:
+  """The mean of R, G, B, rounded, a band of rows at a time (no image-sized float array)."""
+  gray = np.empty(rgb.shape[:2], np.uint8)
+  for r in range(0, rgb.shape[0], rows):
+    band = rgb[r:r + rows].astype(np.uint16).sum(axis=2, dtype=np.uint16)
+    gray[r:r + rows] = np.round(band / 3.0)
+  return gray
+
+
 def upscale_file(upscaler: Upscaler, path: str, output: str):
   """Upscales one file: gray stays gray, alpha is upscaled bicubic and kept."""
   decoded = image_io.decode(path)
-  sr = upscaler(decoded.rgb)
+  sr = upscale_within_memory(upscaler, decoded.rgb, path)
   if decoded.is_gray:
-    sr = np.round(sr.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    sr = _gray(sr)
   if decoded.alpha is not None:
     alpha = degradation.resize_numpy(decoded.alpha, upscaler.scale, out_shape=sr.shape[:2])
     sr = np.dstack([np.repeat(sr[..., None], 3, 2) if sr.ndim == 2 else sr, alpha])
@@ -235,8 +281,11 @@ def main(argv=None) -> int:
     parser.error(str(e))
   try:
     pairs = output_paths(args.inputs, args.output, upscaler.scale)
-  except ValueError as e:
+  except (FileNotFoundError, ValueError) as e:
     parser.error(str(e))
+  if not pairs:
+    parser.error(f'no images in {", ".join(args.inputs)} (image files end in '
+                 f'{", ".join(image_io.IMAGE_EXTENSIONS)})')
   failed, skipped = [], []
   for path, output in tqdm(pairs, unit='image', file=sys.stderr):
     if os.path.exists(output) and not args.overwrite:
@@ -245,13 +294,16 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(output), exist_ok=True)
     try:
       upscale_file(upscaler, path, output)
-    except (OSError, ValueError) as e:
-      failed.append(path)
-      tqdm.write(f'error: {path}: {e}', file=sys.stderr)
+    except (OSError, ValueError, MemoryError) as e:  # One image never stops the rest.
+      message = str(e) if str(e).startswith(path) else f'{path}: {e}'
+      failed.append(message)
+      tqdm.write(f'error: {message}', file=sys.stderr)
   for output in skipped:
     print(f'exists, not overwritten (use --overwrite): {output}', file=sys.stderr)
   print(f'upscaled {len(pairs) - len(failed) - len(skipped)}, skipped '
         f'{len(skipped)}, failed {len(failed)}', file=sys.stderr)
+  for message in failed:
+    print(f'failed: {message}', file=sys.stderr)
   return 1 if failed else 0
 
 

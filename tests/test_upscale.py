@@ -1,3 +1,4 @@
+import json
 import os
 
 import jax
@@ -101,3 +102,80 @@ def test_output_paths_keep_sub_folders_and_refuse_clashes(tmp_path):
   assert sorted(again) == sorted([(b, f'{photos}/out/b_x4.png'),
                                   (f'{photos}/2019/a.jpg', f'{photos}/out/2019/a_x4.png'),
                                   (f'{photos}/2020/a.jpg', f'{photos}/out/2020/a_x4.png')])
+
+
+@pytest.mark.slow
+def test_a_12_megapixel_input_upscales_in_tiles_under_a_memory_cap():
+  """4000x3000 LR to 16000x12000 under a 3 GiB address-space cap: the input and the uint8
+  output (0.6 GB) are the only image-sized arrays. An image-sized float32 SR with one
+  float temporary beside it, as the upscaler once kept, would not fit."""
+  from tests.conftest import run_python
+  cap_gib, (h, w) = 3.0, (3000, 4000)
+  assert 2 * (h * 4) * (w * 4) * 3 * 4 > cap_gib * 2**30
+  script = f'''
+import resource
+resource.setrlimit(resource.RLIMIT_AS, ({int(cap_gib * 2**30)}, {int(cap_gib * 2**30)}))
+import jax, jax.numpy as jnp, numpy as np
+from srgan_jax.models import Generator
+from srgan_jax.upscale import Upscaler
+g = Generator(num_blocks=2, features=8)
+v = g.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+image = np.random.default_rng(0).integers(0, 256, ({h}, {w}, 3), np.uint8)
+out = Upscaler(g, v, tile=512, tile_overlap=12)(image)
+window = Upscaler(g, v)(image[1000:1040, 2000:2040])  # The same pixels, untiled.
+inner = np.abs(out[4000 + 64:4160 - 64, 8000 + 64:8160 - 64].astype(int)
+               - window[64:-64, 64:-64].astype(int)).max()
+import json
+print(json.dumps({{'shape': out.shape, 'dtype': str(out.dtype), 'inner': int(inner),
+                  'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+'''
+  result = run_python(['-c', script], timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  print(report)
+  assert report['shape'] == [12000, 16000, 3] and report['dtype'] == 'uint8'
+  assert report['inner'] <= 1  # Tiles keep the untiled result away from the window's edges.
+  assert report['maxrss_kib'] * 1024 < cap_gib * 2**30
+
+
+def test_memory_errors_retry_with_smaller_tiles_then_fail_that_image_only(tmp_path, monkeypatch):
+  """The first of three images runs out of memory at every tile size: it is named, the
+  other two are written, the run ends with status 1 and the list of failures."""
+  from PIL import Image
+  tiles = []
+  call = upscale.Upscaler.__call__
+
+  def tight_memory(self, image, tile=None):
+    if image.shape[0] == 300:  # The tall first image fails at every tile size.
+      tiles.append(tile)
+      raise MemoryError('cannot allocate')
+    return call(self, image, tile)
+
+  monkeypatch.setattr(upscale.Upscaler, '__call__', tight_memory)
+  monkeypatch.setattr(upscale, 'load_upscaler', lambda *a, **k: _random_upscaler(tile=256))
+  (tmp_path / 'in').mkdir()
+  rng = np.random.default_rng(0)
+  for name, shape in (('a_tall.png', (300, 40, 3)), ('b.png', (20, 24, 3)), ('c.png', (16, 16, 3))):
+    Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8)).save(tmp_path / 'in' / name)
+  status = upscale.main(['--workdir=unused', str(tmp_path / 'in'), f'--output={tmp_path / "out"}'])
+  assert status == 1
+  assert sorted(os.listdir(tmp_path / 'out')) == ['b_x4.png', 'c_x4.png']
+  assert tiles == [256, 128, 64, 32]  # Halved down to the floor, then given up.
+  assert len([p for p in os.listdir(tmp_path / 'in')]) == 3  # Inputs untouched.
+
+
+def test_error_messages_name_the_path_once_and_an_empty_folder_is_an_error(tmp_path, capsys,
+                                                                          monkeypatch):
+  monkeypatch.setattr(upscale, 'load_upscaler', lambda *a, **k: _random_upscaler())
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'broken.png').write_bytes(b'\x89PNG not really')
+  assert upscale.main(['--workdir=unused', str(tmp_path / 'in'),
+                       f'--output={tmp_path / "out"}']) == 1
+  err = capsys.readouterr().err
+  assert err.count(str(tmp_path / 'in' / 'broken.png')) == 2  # Its error line, then the list.
+  assert f'failed: {tmp_path / "in" / "broken.png"}: cannot decode' in err
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(SystemExit) as stop:
+    upscale.main(['--workdir=unused', str(tmp_path / 'empty'), f'--output={tmp_path / "o2"}'])
+  assert stop.value.code == 2
+  assert f'no images in {tmp_path / "empty"}' in capsys.readouterr().err
