@@ -239,17 +239,6 @@ TORCHVISION_VGG19_INDEX = dict(zip(
     vgg.LAYER_NAMES, (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)))
 
 
-def read_vgg19_torchvision(path: str) -> Arrays:
-  """VGG19's conv layers from torchvision's state dict (`features.N.weight`, OIHW)."""
-  state = read_torch_state_dict(path)
-  layers = {}
-  for name, index in TORCHVISION_VGG19_INDEX.items():
-    w, b = state.get(f'features.{index}.weight'), state.get(f'features.{index}.bias')
-    if w is not None and b is not None:
-      layers[name] = (np.transpose(w, (2, 3, 1, 0)), b)  # OIHW -> HWIO
-  return _check_vgg19(layers, path)
-
-
 # Index of each conv in torchvision's `alexnet().features` and `vgg16().features`.
 TORCHVISION_ALEXNET_INDEX = {'conv1': 0, 'conv2': 3, 'conv3': 6, 'conv4': 8, 'conv5': 10}
 TORCHVISION_VGG16_INDEX = dict(zip(
@@ -263,6 +252,8 @@ _VGG16_SHAPES = dict(zip(TORCHVISION_VGG16_INDEX, (
     (3, 64, 3), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
     (256, 256, 3), (256, 512, 3), (512, 512, 3), (512, 512, 3), (512, 512, 3),
     (512, 512, 3), (512, 512, 3))))
+_VGG19_SHAPES = {name: (3 if i == 0 else vgg.CHANNELS[int(vgg.LAYER_NAMES[i - 1][4])],
+                         vgg.CHANNELS[int(name[4])], 3) for i, name in enumerate(vgg.LAYER_NAMES)}
 _LPIPS_CHANNELS = {'alex': (64, 192, 384, 256, 256), 'vgg': (64, 128, 256, 512, 512)}
 
 
@@ -281,6 +272,11 @@ def _read_torchvision_features(path: str, index: dict, shapes: dict) -> Arrays:
     arrays[f'{name}/kernel'] = np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)), np.float32)
     arrays[f'{name}/bias'] = np.asarray(b, np.float32)
   return arrays
+
+
+def read_vgg19_torchvision(path: str) -> Arrays:
+  """VGG19's conv layers from torchvision's state dict (`features.N.weight`, OIHW)."""
+  return _read_torchvision_features(path, TORCHVISION_VGG19_INDEX, _VGG19_SHAPES)
 
 
 def _lpips_reader(backbone: str) -> Callable[[str], Arrays]:
