@@ -23,6 +23,7 @@ Command line:
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import os
 import pickle
@@ -328,14 +329,14 @@ REGISTRY = {w.name: w for w in (
         'alexnet_torchvision', 'AlexNet ImageNet weights, torchvision (the LPIPS backbone)',
         url='https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
         filename='alexnet-owt-7be5be79.pth', sha256_prefix='7be5be79',
-        read=lambda path: _read_torchvision_features(path, TORCHVISION_ALEXNET_INDEX,
-                                                     _ALEXNET_SHAPES)),
+        read=functools.partial(_read_torchvision_features, index=TORCHVISION_ALEXNET_INDEX,
+                               shapes=_ALEXNET_SHAPES)),
     PublicWeights(
         'vgg16_torchvision', 'VGG16 ImageNet weights, torchvision (the LPIPS backbone)',
         url='https://download.pytorch.org/models/vgg16-397923af.pth',
         filename='vgg16-397923af.pth', sha256_prefix='397923af',
-        read=lambda path: _read_torchvision_features(path, TORCHVISION_VGG16_INDEX,
-                                                     _VGG16_SHAPES)),
+        read=functools.partial(_read_torchvision_features, index=TORCHVISION_VGG16_INDEX,
+                               shapes=_VGG16_SHAPES)),
     PublicWeights(
         'lpips_alex', 'LPIPS v0.1 calibration layers for AlexNet (the lpips package)',
         url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth',
