@@ -402,3 +402,53 @@ def test_evaluate_table_puts_bicubic_runs_and_the_paper_in_one_table(trained_run
   assert rows['SRResNet-MSE (paper)'] == '32.05 / 0.9019'
   psnr, ssim = (float(x) for x in rows['best (step 6)'].split(' / '))
   assert 0 < psnr < 40 and 0 < ssim < 1
+
+
+@pytest.mark.parametrize('fmt', ['stablehlo', 'savedmodel', 'onnx'])
+def test_each_export_format_runs_in_its_own_runtime_like_the_jax_generator(trained_run, tmp_path,
+                                                                           fmt):
+  """Exported from the trained run with symbolic sizes, run on a size not used at export,
+  equal to the JAX generator within 1e-4 (float32)."""
+  import sys
+  from srgan_jax import export
+  from srgan_jax.models import build
+  workdir, _ = trained_run
+  if fmt == 'onnx':
+    pytest.importorskip('jax2onnx', reason='the ONNX exporter installs on Python 3.11 and later')
+    runtime = pytest.importorskip('onnxruntime')
+  output = tmp_path / {'stablehlo': 'g.stablehlo', 'savedmodel': 'g_savedmodel', 'onnx': 'g.onnx'}[fmt]
+  model = tmp_path / 'g.npz'
+  assert run_python(['-m', 'srgan_jax.export', f'--workdir={workdir}', f'--output={model}']).returncode == 0
+  result = run_python(['-m', 'srgan_jax.export', f'--model={model}', f'--output={output}',
+                       f'--format={fmt}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'{fmt} program of the generator at step 6' in result.stdout
+  lr = np.random.default_rng(0).random((2, 11, 7, 3), np.float32)  # Not a size seen before.
+  g_config, variables, _ = export.load_generator(str(model))
+  want = (np.asarray(build.generator_from_config(g_config).apply(variables, lr)) + 1) / 2
+  if fmt == 'stablehlo':
+    got = jax.export.deserialize(output.read_bytes()).call(lr)
+  elif fmt == 'savedmodel':
+    tf = pytest.importorskip('tensorflow')
+    got = tf.saved_model.load(str(output)).upscale(lr).numpy()
+  else:
+    session = runtime.InferenceSession(str(output))
+    got = session.run(None, {'lr': lr})[0]
+  assert np.asarray(got).shape == (2, 44, 28, 3)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+def test_an_op_onnx_cannot_express_is_named(trained_run, tmp_path, monkeypatch, capsys):
+  jax2onnx = pytest.importorskip('jax2onnx', reason='the ONNX exporter installs on Python 3.11+')
+  from srgan_jax import export
+  workdir, _ = trained_run
+
+  def no_rule(*args, **kwargs):
+    raise NotImplementedError("No ONNX handler registered for JAX primitive 'reduce_precision'")
+
+  monkeypatch.setattr(jax2onnx, 'to_onnx', no_rule)
+  status = export.main([f'--workdir={workdir}', f'--output={tmp_path / "g.onnx"}', '--format=onnx'])
+  assert status == 1
+  assert ("ONNX export cannot express an operation of the generator: No ONNX handler registered "
+          "for JAX primitive 'reduce_precision'") in capsys.readouterr().err
+  assert not (tmp_path / 'g.onnx').exists()
