@@ -209,9 +209,9 @@ def upscale_file(upscaler: Upscaler, path: str, output: str):
   sr = upscale_within_memory(upscaler, decoded.rgb, path)
   if decoded.is_gray:
     sr = _gray(sr)
-  if decoded.alpha is not None:
+  if decoded.alpha is not None:  # Gray + alpha stays LA, colour + alpha RGBA.
     alpha = degradation.resize_numpy(decoded.alpha, upscaler.scale, out_shape=sr.shape[:2])
-    sr = np.dstack([np.repeat(sr[..., None], 3, 2) if sr.ndim == 2 else sr, alpha])
+    sr = np.dstack([sr, alpha])
   image_io.save_png(output, sr)
 
 

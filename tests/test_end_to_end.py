@@ -154,6 +154,7 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   Image.fromarray(rgb).save(inputs / 'rgb.png')
   Image.fromarray(rgb[..., 0]).save(inputs / 'gray.png')
   Image.fromarray(np.dstack([rgb, np.full((20, 24), 200, np.uint8)])).save(inputs / 'alpha.png')
+  Image.fromarray(np.dstack([rgb[..., 1], np.full((20, 24), 90, np.uint8)])).save(inputs / 'la.png')
   Image.fromarray(rng.integers(0, 65536, (20, 24)).astype(np.uint16)).save(inputs / 'deep.png')
   (inputs / 'broken.png').write_bytes(b'\x89PNG garbage')
   (inputs / 'sub').mkdir()
@@ -164,8 +165,10 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   result = run_python(args)
   assert result.returncode == 1  # broken.png failed; the others are written.
   assert 'broken.png' in result.stderr
-  assert sorted(os.listdir(out)) == ['alpha_x4.png', 'deep_x4.png', 'gray_x4.png', 'rgb_x4.png',
-                                     'sub']
+  assert sorted(os.listdir(out)) == ['alpha_x4.png', 'deep_x4.png', 'gray_x4.png', 'la_x4.png',
+                                     'rgb_x4.png', 'sub']
+  la = Image.open(out / 'la_x4.png')  # Gray + alpha stays gray + alpha.
+  assert la.mode == 'LA' and la.size == (96, 80) and np.all(np.asarray(la)[..., 1] == 90)
   assert Image.open(out / 'sub' / 'rgb_x4.png').size == (32, 32)
   assert Image.open(out / 'gray_x4.png').mode == 'L'
   assert Image.open(out / 'deep_x4.png').mode == 'L'
