@@ -8,6 +8,7 @@ G starts from an SRResNet-MSE run (`configs/srresnet_291.py`); the loss is pixel
 paper trains SRGAN. It needs no VGG weights (the paper's SRGAN-VGG54 does). Expected:
 PSNR below the SRResNet it starts from (the paper: SRGAN-MSE 30.64 dB on Set5 against
 SRResNet's 32.05), sharper textures. Evaluated on Set5 and Set14 every 5,000 steps.
+Measured: only in benchmarks/reproduce.sh's short runs so far (benchmarks/README.md).
 """
 
 from configs import srresnet_291
