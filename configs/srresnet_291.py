@@ -29,7 +29,10 @@ def get_config():
   config.data.source = 'folder:' + os.path.normpath(os.path.join(DATA, 'sr_train'))
   config.data.decode_threads = 2
   config.train.num_steps = 1_000_000
-  config.train.ema_decay = 0.999
+  # No EMA: BatchNorm's running statistics follow the raw params, and with them an EMA
+  # of the params scores well below the params themselves while they still move
+  # (benchmarks/README.md links the measurement).
+  config.train.ema_decay = 0.0
   config.train.log_every_steps = 100
   config.train.image_every_steps = 5000
   config.train.checkpoint_every_steps = 5000
