@@ -29,6 +29,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax import export as jax_export  # Imported by name: older jax has no jax.export attribute.
 
 from srgan_jax import model_file, run_folder
 from srgan_jax.models import build
@@ -76,8 +77,8 @@ class UnsupportedOpError(ValueError):
 def export_program(function, output: str, fmt: str):
   """Writes `function` (see `serving_function`) in `fmt` with symbolic N, H, W."""
   if fmt == 'stablehlo':
-    n, h, w = jax.export.symbolic_shape('n, h, w')
-    exported = jax.export.export(jax.jit(function))(
+    n, h, w = jax_export.symbolic_shape('n, h, w')
+    exported = jax_export.export(jax.jit(function))(
         jax.ShapeDtypeStruct((n, h, w, 3), jnp.float32))
     with open(output, 'wb') as f:
       f.write(exported.serialize())

@@ -430,7 +430,8 @@ def test_each_export_format_runs_in_its_own_runtime_like_the_jax_generator(train
   g_config, variables, _ = export.load_generator(str(model))
   want = (np.asarray(build.generator_from_config(g_config).apply(variables, lr)) + 1) / 2
   if fmt == 'stablehlo':
-    got = jax.export.deserialize(output.read_bytes()).call(lr)
+    from jax import export as jax_export
+    got = jax_export.deserialize(output.read_bytes()).call(lr)
   elif fmt == 'savedmodel':
     tf = pytest.importorskip('tensorflow')
     got = tf.saved_model.load(str(output)).upscale(lr).numpy()
