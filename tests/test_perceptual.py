@@ -263,3 +263,21 @@ def test_training_keeps_the_step_with_the_lowest_lpips(tiny_config, tmp_path):
   assert best['metric'] == 'lpips_alex'
   assert best['step'] == min(values, key=values.get)
   assert best['value'] == pytest.approx(min(values.values()))
+
+
+def test_niqe_pristine_model_reads_from_matlabs_file_as_from_basicsrs(tmp_path):
+  """modelparameters.mat (MATLAB's names) and niqe_pris_params.npz (BasicSR's) convert to
+  the same arrays."""
+  from scipy import io
+  folder = require_shared_data('metrics', 'niqe')
+  from_npz = weights.read_niqe_pristine(os.path.join(folder, 'niqe_pris_params.npz'))
+  io.savemat(tmp_path / 'modelparameters.mat', {'mu_prisparam': from_npz['mu'][None],
+                                                'cov_prisparam': from_npz['cov']})
+  path = weights.convert(str(tmp_path / 'modelparameters.mat'), cache=str(tmp_path / 'cache'))
+  assert path.endswith('niqe_pristine.npz')
+  from_mat = weights.load('niqe_pristine', str(tmp_path / 'cache'))
+  for key in ('mu', 'cov'):
+    np.testing.assert_array_equal(from_mat[key], from_npz[key])
+  io.savemat(tmp_path / 'other.mat', {'mu': np.zeros(3)})
+  with pytest.raises(ValueError, match='expected a NIQE pristine model'):
+    weights.read_niqe_pristine(str(tmp_path / 'other.mat'))
