@@ -231,7 +231,10 @@ def _methods(parser, args) -> list[Method]:
       parser.error(f'--scale={args.scale} but {path} was trained for x{loaded.scale}')
     upscaler = upscalers.setdefault(loaded.generator, loaded)
     variables, step = loaded.variables, loaded.step
-    label = f'{os.path.basename(os.path.normpath(path))} (step {step})'
+    name = os.path.basename(os.path.normpath(path))
+    if name == run_folder.BEST or name.isdigit():  # RUN/best or RUN/checkpoints/N: name RUN.
+      name = f'{os.path.basename(run_folder.find_run_dir(path))}/{name}'
+    label = f'{name} (step {step})'
 
     def run(lr, upscaler=upscaler, variables=variables, step=step):
       if upscaler.step != step or upscaler.variables is not variables:

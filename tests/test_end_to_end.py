@@ -399,11 +399,12 @@ def test_evaluate_table_puts_bicubic_runs_and_the_paper_in_one_table(trained_run
   table = [line for line in result.stdout.splitlines() if line.startswith('|')]
   assert table[0] == '| method | Set5 PSNR / SSIM |'
   rows = {line.split(' | ')[0][2:]: line.split(' | ')[1].rstrip(' |') for line in table[2:]}
-  assert list(rows) == ['bicubic', f'{os.path.basename(workdir)} (step 6)', 'best (step 6)',
+  run = os.path.basename(workdir)
+  assert list(rows) == ['bicubic', f'{run} (step 6)', f'{run}/best (step 6)',
                         'SRResNet-MSE (paper)', 'SRGAN-VGG54 (paper)']
   assert rows['bicubic'] == '28.42 / 0.8101'
   assert rows['SRResNet-MSE (paper)'] == '32.05 / 0.9019'
-  psnr, ssim = (float(x) for x in rows['best (step 6)'].split(' / '))
+  psnr, ssim = (float(x) for x in rows[f'{run}/best (step 6)'].split(' / '))
   assert 0 < psnr < 40 and 0 < ssim < 1
 
 
