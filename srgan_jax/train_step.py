@@ -202,7 +202,7 @@ class CompiledStep:
       costs the host microseconds, and the state is hundreds of arrays: on an accelerator
       that cost rivals the step's kernels, so there the state travels packed into one
       array per dtype (`packing`); on the CPU the copy into one array costs more than it
-      saves. None (the default) chooses so (benchmarks/RESULTS.md); both compute the
+      saves. None (the default) chooses so (benchmarks/README.md); both compute the
       same step.
 
   Use: `init(rng)` or `set_state(state)`, then `step(hr, adversarial)` per batch; `state`
