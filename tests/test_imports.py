@@ -118,3 +118,17 @@ def test_the_check_finds_a_cycle_and_a_nested_import():
   function = tree.body[0]
   assert [t for t, _ in _project_imports(function, {'srgan_jax', 'srgan_jax.train'})] == [
       'srgan_jax', 'srgan_jax.train']
+
+
+def test_library_and_configs_carry_no_run_logs():
+  """Measured figures live in benchmarks/RESULTS.md; the code says why, not what one run took."""
+  import re
+  pattern = re.compile(r'H100|H200|sixth run|RESULTS\.md')
+  found = []
+  for top in ('srgan_jax', 'configs'):
+    for folder, _, files in os.walk(os.path.join(REPO, top)):
+      for name in files:
+        if name.endswith('.py'):
+          with open(os.path.join(folder, name)) as f:
+            found += [f'{name}:{i}' for i, line in enumerate(f, 1) if pattern.search(line)]
+  assert found == []
