@@ -255,9 +255,3 @@ class CompiledStep:
       self._steps[adversarial] = self._jit(adversarial)
     self._loop_state, metrics = self._steps[adversarial](self._loop_state, hr, self._vgg_params)
     return metrics
-
-  def lower(self, hr: jax.Array, adversarial: bool = False):
-    """The step lowered for these arguments (its `.compile().as_text()` is the HLO)."""
-    if adversarial not in self._steps:
-      self._steps[adversarial] = self._jit(adversarial)
-    return self._steps[adversarial].lower(self._loop_state, hr, self._vgg_params)
