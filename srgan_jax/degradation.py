@@ -73,36 +73,49 @@ def contributions(in_length: int, out_length: int, scale: float, edges: str = 'r
 
 def _round_uint8(x: np.ndarray) -> np.ndarray:
   """MATLAB's conversion to uint8: round half away from zero, saturate."""
-  return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
+  return _round_to(x, np.uint8)
+
+
+def _round_to(x: np.ndarray, dtype) -> np.ndarray:
+  """MATLAB's conversion to an unsigned integer type: round half away from zero, saturate."""
+  return np.clip(np.floor(x + 0.5), 0, np.iinfo(dtype).max).astype(dtype)
 
 
 def resize_numpy(image: np.ndarray, scale: float, out_shape=None,
-                 edges: str = 'replicate') -> np.ndarray:
+                 edges: str = 'replicate', rows: int = 256) -> np.ndarray:
   """MATLAB `imresize(image, scale, 'bicubic')`: the numpy reference.
 
   Args:
-    image: [H, W] or [H, W, C], uint8 (rounded to uint8 after each pass, like MATLAB)
-      or float (no rounding).
+    image: [H, W] or [H, W, C], uint8 or uint16 (rounded to its type after each pass,
+      like MATLAB) or float (no rounding).
     scale: resize factor (0.25 shrinks by 4, 4 enlarges by 4).
     out_shape: optional (H', W'); default ceil(H * scale), ceil(W * scale).
     edges: 'replicate' (the release that made the benchmark LR files) or 'symmetric'.
+    rows: output rows computed at a time. Each band needs only its own input rows, so
+      the float64 temporaries stay a band's size, not the image's (an upscaled photo's
+      alpha channel would otherwise take gigabytes); the result does not depend on it.
 
   Returns:
     The resized image with image's dtype.
   """
-  is_uint8 = image.dtype == np.uint8
-  x = image.astype(np.float64)
+  integer = np.issubdtype(image.dtype, np.unsignedinteger)
   h, w = image.shape[:2]
   out_h, out_w = out_shape or (output_length(h, scale), output_length(w, scale))
-  for axis, (n_in, n_out) in enumerate(((h, out_h), (w, out_w))):
-    indices, weights = contributions(n_in, n_out, float(scale), edges)
+  row_indices, row_weights = contributions(h, out_h, float(scale), edges)
+  col_indices, col_weights = contributions(w, out_w, float(scale), edges)
+
+  def one_pass(x, axis, indices, weights):
     gathered = np.take(x, indices, axis=axis)  # [..., n_out, taps, ...] along `axis`
     shape = [1] * gathered.ndim
     shape[axis], shape[axis + 1] = weights.shape
     x = np.sum(gathered * weights.reshape(shape), axis=axis + 1)
-    if is_uint8:
-      x = _round_uint8(x).astype(np.float64)
-  return x.astype(np.uint8) if is_uint8 else x.astype(image.dtype)
+    return _round_to(x, image.dtype) if integer else x
+
+  out = np.empty((out_h, out_w) + image.shape[2:], image.dtype)
+  for r0 in range(0, out_h, rows):
+    band = one_pass(image, 0, row_indices[r0:r0 + rows], row_weights[r0:r0 + rows])
+    out[r0:r0 + rows] = one_pass(band, 1, col_indices, col_weights)
+  return out
 
 
 @lru_cache(maxsize=64)
