@@ -5,6 +5,7 @@ API (needs only the run folder: its config.json and checkpoints/):
   from srgan_jax.upscale import load_upscaler
   upscaler = load_upscaler('runs/srgan')          # latest checkpoint, EMA params
   sr = upscaler(image)                             # [H, W, 3] uint8 -> [4H, 4W, 3] uint8
+                                                   # (uint16 -> uint16 likewise)
 
 Command line:
 
@@ -25,7 +26,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,12 +49,36 @@ def receptive_field_radius(num_blocks: int, scale: int) -> int:
   return int(math.ceil(lr_radius + hr_radius))
 
 
-class Upscaler:
-  """Maps uint8 [H, W, 3] images to uint8 [sH, sW, 3] with a fixed generator.
+def upscale_in_tiles(run_window: Callable[[np.ndarray], np.ndarray], lr: np.ndarray,
+                     scale: int, tile: int, overlap: int) -> np.ndarray:
+  """[H, W, C] -> [sH, sW, C] of lr's type, a window at a time (the tiling of the docstring).
 
-  The compiled program takes a uint8 window and returns it upscaled as uint8, so the only
-  image-sized arrays on the host are the input and the output: each tile goes into the
-  preallocated uint8 output as soon as it is computed.
+  `run_window` maps one [h, w, C] window to [sh, sw, C]; every window has one shape
+  (min(H, tile + 2 overlap) by min(W, ...)), so a compiled program serves them all, and
+  any runtime can be plugged in (the benchmarks run ONNX Runtime and PyTorch through it).
+  """
+  h, w = lr.shape[:2]
+  s = scale
+  win_h, win_w = min(h, tile + 2 * overlap), min(w, tile + 2 * overlap)
+  out = np.empty((h * s, w * s) + lr.shape[2:], lr.dtype)
+  for y0 in range(0, h, tile):
+    for x0 in range(0, w, tile):
+      y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+      wy = min(max(y0 - overlap, 0), h - win_h)  # window start, kept inside the image
+      wx = min(max(x0 - overlap, 0), w - win_w)
+      sr = run_window(lr[wy:wy + win_h, wx:wx + win_w])
+      out[y0 * s:y1 * s, x0 * s:x1 * s] = sr[(y0 - wy) * s:(y1 - wy) * s,
+                                             (x0 - wx) * s:(x1 - wx) * s]
+  return out
+
+
+class Upscaler:
+  """Maps [H, W, 3] uint8 (or uint16) images to [sH, sW, 3] of the same type.
+
+  The compiled program takes an integer window and returns it upscaled in the same
+  type, so the only image-sized arrays on the host are the input and the output: each
+  tile goes into the preallocated output as soon as it is computed. A 16-bit image is
+  read and written at its full range (the generator sees value / 65535).
 
   Args:
     generator: the Flax module.
@@ -74,18 +99,19 @@ class Upscaler:
     self.variables = jax.device_put(variables)
     self.tile, self.tile_overlap, self.bucket = tile, tile_overlap, bucket
 
-    def upscale_uint8(variables, lr):  # [1, h, w, 3] uint8 -> [1, sh, sw, 3] uint8
-      sr = generator.apply(variables, lr.astype(jnp.float32) / 255.0, train=False)
-      return jnp.clip(jnp.round((sr + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    def upscale_integers(variables, lr):  # [1, h, w, 3] uint8|uint16 -> [1, sh, sw, 3] same
+      top = float(jnp.iinfo(lr.dtype).max)  # Compiled once per input type.
+      sr = generator.apply(variables, lr.astype(jnp.float32) / top, train=False)
+      return jnp.clip(jnp.round((sr + 1.0) * (top / 2)), 0, top).astype(lr.dtype)
 
-    self._apply = jax.jit(upscale_uint8)
+    self._apply = jax.jit(upscale_integers)
 
   def set_variables(self, variables, step: Optional[int] = None):
     """Swaps in new weights of the same shapes; compiled programs are kept."""
     self.variables, self.step = jax.device_put(variables), step
 
   def _run(self, lr: np.ndarray) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [sh, sw, 3] in one call, padded to the bucket if asked."""
+    """[h, w, 3] -> [sh, sw, 3] of lr's type in one call, padded to the bucket if asked."""
     h, w = lr.shape[:2]
     if self.bucket:
       ph, pw = -h % self.bucket, -w % self.bucket
@@ -93,29 +119,16 @@ class Upscaler:
       lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode=mode)
     return np.asarray(self._apply(self.variables, lr[None])[0])[:h * self.scale, :w * self.scale]
 
-  def _tiled(self, lr: np.ndarray, tile: int) -> np.ndarray:
-    h, w = lr.shape[:2]
-    s, ov = self.scale, self.tile_overlap
-    win_h, win_w = min(h, tile + 2 * ov), min(w, tile + 2 * ov)
-    out = np.empty((h * s, w * s, 3), np.uint8)
-    for y0 in range(0, h, tile):
-      for x0 in range(0, w, tile):
-        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-        wy = min(max(y0 - ov, 0), h - win_h)  # window start, kept inside the image
-        wx = min(max(x0 - ov, 0), w - win_w)
-        sr = self._run(lr[wy:wy + win_h, wx:wx + win_w])
-        out[y0 * s:y1 * s, x0 * s:x1 * s] = sr[(y0 - wy) * s:(y1 - wy) * s,
-                                               (x0 - wx) * s:(x1 - wx) * s]
-    return out
-
   def __call__(self, image: np.ndarray, tile: Optional[int] = None) -> np.ndarray:
-    """[H, W, 3] uint8 -> [sH, sW, 3] uint8; `tile` overrides the upscaler's own."""
+    """[H, W, 3] uint8|uint16 -> [sH, sW, 3] of the same type; `tile` overrides the
+    upscaler's own."""
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-      raise ValueError(f'expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}')
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] != 3:
+      raise ValueError(f'expected an [H, W, 3] uint8 or uint16 image, got {image.shape} '
+                       f'{image.dtype}')
     tile = self.tile if tile is None else tile
     if tile and (image.shape[0] > tile or image.shape[1] > tile):
-      return self._tiled(image, tile)
+      return upscale_in_tiles(self._run, image, self.scale, tile, self.tile_overlap)
     return self._run(image)
 
 
@@ -196,16 +209,16 @@ def upscale_within_memory(upscaler: Upscaler, image: np.ndarray, name: str) -> n
 
 def _gray(rgb: np.ndarray, rows: int = 256) -> np.ndarray:
   """The mean of R, G, B, rounded, a band of rows at a time (no image-sized float array)."""
-  gray = np.empty(rgb.shape[:2], np.uint8)
+  gray = np.empty(rgb.shape[:2], rgb.dtype)
   for r in range(0, rgb.shape[0], rows):
-    band = rgb[r:r + rows].astype(np.uint16).sum(axis=2, dtype=np.uint16)
-    gray[r:r + rows] = np.round(band / 3.0)
+    gray[r:r + rows] = np.round(rgb[r:r + rows].sum(axis=2, dtype=np.uint32) / 3.0)
   return gray
 
 
 def upscale_file(upscaler: Upscaler, path: str, output: str):
-  """Upscales one file: gray stays gray, alpha is upscaled bicubic and kept."""
-  decoded = image_io.decode(path)
+  """Upscales one file: gray stays gray, alpha is upscaled bicubic and kept, a 16-bit
+  PNG or TIFF is written as a 16-bit PNG."""
+  decoded = image_io.decode(path, keep_16_bits=True)
   sr = upscale_within_memory(upscaler, decoded.rgb, path)
   if decoded.is_gray:
     sr = _gray(sr)

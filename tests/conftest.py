@@ -38,3 +38,30 @@ def run_python(args, env_extra=None, timeout=600, cwd=REPO):
   env.update(env_extra or {})
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=timeout)
+
+
+def write_png16(path, array):
+  """Writes [H, W, C] uint16 (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as a 16-bit PNG,
+  byte by byte from the PNG specification (big-endian samples, filter 0 on every row), so
+  that the readers under test are checked against a file no image library wrote."""
+  import struct
+  import zlib
+  h, w, c = array.shape
+  rows = array.astype('>u2').reshape(h, w * c)
+  raw = b''.join(b'\x00' + row.tobytes() for row in rows)
+
+  def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+  with open(path, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, colour_type, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+def png_header(path):
+  """(bit depth, colour type) from a PNG file's IHDR chunk."""
+  with open(path, 'rb') as f:
+    header = f.read(26)
+  assert header[:8] == b'\x89PNG\r\n\x1a\n' and header[12:16] == b'IHDR', path
+  return header[24], header[25]

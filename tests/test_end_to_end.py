@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from srgan_jax import run_folder, upscale
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, png_header, run_python
 
 
 @pytest.fixture(scope='module')
@@ -171,7 +171,7 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   assert la.mode == 'LA' and la.size == (96, 80) and np.all(np.asarray(la)[..., 1] == 90)
   assert Image.open(out / 'sub' / 'rgb_x4.png').size == (32, 32)
   assert Image.open(out / 'gray_x4.png').mode == 'L'
-  assert Image.open(out / 'deep_x4.png').mode == 'L'
+  assert png_header(out / 'deep_x4.png') == (16, 0)  # 16-bit gray stays 16-bit gray.
   alpha = Image.open(out / 'alpha_x4.png')
   assert alpha.mode == 'RGBA' and alpha.size == (96, 80)
   assert np.all(np.asarray(alpha)[..., 3] == 200)

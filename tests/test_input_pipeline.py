@@ -279,3 +279,79 @@ def test_tfds_missing_feature_is_named(div2k_on_disk):
                       tfds_image_key='highres')
   with pytest.raises(KeyError, match="no feature 'highres'; it has \\['hr', 'lr'\\]"):
     input_pipeline.load_shard(data, 0, 1)
+
+
+def _every_16_bit_value(channels, seed=0):
+  """[256, 256, channels] uint16 in which every channel holds each of 0..65535 once."""
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.permutation(65536).reshape(256, 256) for _ in range(channels)],
+                  axis=-1).astype(np.uint16)
+
+
+def test_sixteen_bit_png_is_read_at_full_range(tmp_path):
+  """Pillow hands a 16-bit RGB PNG over cut to 8 bits (and 16-bit gray + alpha as RGBA):
+  the reader keeps every value, and the 8-bit reading applies the documented rule."""
+  from tests.conftest import write_png16
+  for channels, name in ((3, 'rgb'), (4, 'rgba'), (1, 'gray'), (2, 'la')):
+    samples = _every_16_bit_value(channels)
+    write_png16(tmp_path / f'{name}.png', samples)
+    deep = images.decode(str(tmp_path / f'{name}.png'), keep_16_bits=True)
+    colour = samples[..., :3] if channels >= 3 else samples[..., :1].repeat(3, axis=2)
+    assert deep.rgb.dtype == np.uint16 and deep.bit_depth == 16
+    assert deep.is_gray == (channels < 3)
+    np.testing.assert_array_equal(deep.rgb, colour)
+    if channels in (2, 4):
+      np.testing.assert_array_equal(deep.alpha, samples[..., -1])
+    else:
+      assert deep.alpha is None
+    eight = images.decode(str(tmp_path / f'{name}.png'))
+    assert eight.rgb.dtype == np.uint8 and eight.bit_depth == 16
+    np.testing.assert_array_equal(eight.rgb, np.round(colour * (255 / 65535)).astype(np.uint8))
+
+
+def test_sixteen_bit_tiff_is_read_at_full_range_and_oriented(tmp_path):
+  import tifffile
+  samples = _every_16_bit_value(3, seed=1)
+  tifffile.imwrite(tmp_path / 'contig.tif', samples, photometric='rgb', compression='zlib')
+  tifffile.imwrite(tmp_path / 'planar.tif', np.moveaxis(samples, -1, 0), photometric='rgb',
+                   planarconfig='separate')
+  # EXIF/TIFF orientation 6: shown turned 90 degrees clockwise.
+  tifffile.imwrite(tmp_path / 'turned.tif', samples, photometric='rgb',
+                   extratags=[(274, 'H', 1, 6, True)])
+  for name in ('contig.tif', 'planar.tif'):
+    np.testing.assert_array_equal(
+        images.decode(str(tmp_path / name), keep_16_bits=True).rgb, samples)
+  np.testing.assert_array_equal(images.decode(str(tmp_path / 'turned.tif'), keep_16_bits=True).rgb,
+                                np.rot90(samples, -1))
+
+
+def test_orientations_match_pillow(tmp_path):
+  """The 16-bit path turns the array itself; each EXIF orientation must do what Pillow's
+  exif_transpose does to an 8-bit image."""
+  from PIL import ImageOps
+  array = np.random.default_rng(2).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+  for orientation in range(1, 9):
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / 'o.png', exif=exif)
+    with Image.open(tmp_path / 'o.png') as saved:
+      expected = np.asarray(ImageOps.exif_transpose(saved))
+    np.testing.assert_array_equal(images._orient(array, orientation), expected)
+
+
+def test_save_png_writes_8_and_16_bits_exactly(tmp_path):
+  from tests.conftest import png_header
+  for dtype, depth in ((np.uint8, 8), (np.uint16, 16)):
+    for shape, colour_type in (((9, 11), 0), ((9, 11, 2), 4), ((9, 11, 3), 2), ((9, 11, 4), 6)):
+      array = np.random.default_rng(0).integers(0, np.iinfo(dtype).max + 1, shape).astype(dtype)
+      path = str(tmp_path / f'{depth}_{len(shape)}_{shape[-1]}.png')
+      images.save_png(path, array)
+      assert png_header(path) == (depth, colour_type)
+      samples = array.reshape(shape[:2] + (-1,))
+      decoded = images.decode(path, keep_16_bits=True)
+      np.testing.assert_array_equal(decoded.rgb, samples[..., :3] if samples.shape[2] >= 3
+                                    else samples[..., :1].repeat(3, axis=2))
+  with pytest.raises(ValueError, match='uint8 or uint16'):
+    images.save_png(str(tmp_path / 'f.png'), np.zeros((2, 2), np.float32))
+  assert not [f for f in os.listdir(tmp_path) if '.tmp-' in f]  # No temporary file is left.
