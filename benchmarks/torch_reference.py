@@ -14,6 +14,7 @@ these is a field of `Settings`; undoing any of them made the step slower on a GP
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -47,6 +48,50 @@ class Generator(nn.Module):
   def forward(self, lr):
     x = self.head(lr)
     return torch.tanh(self.tail(self.up(x + self.body(x))))
+
+
+def generator_from_flax(variables, blocks: int = 16, c: int = 64) -> Generator:
+  """Our x4 G's {'params', 'batch_stats'} copied into the PyTorch Generator, in eval mode."""
+  params, stats = variables['params'], variables['batch_stats']
+  model = Generator(blocks, c).eval()
+  tensor = lambda x: torch.from_numpy(np.array(x, np.float32))
+
+  def conv(module, p, channel_order=None):
+    kernel = np.asarray(p['kernel']).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    if ('bias' in p) != (module.bias is not None):
+      raise ValueError('the conv biases differ: both nets drop the bias of a conv before BN')
+    if channel_order is not None:
+      kernel = kernel[channel_order]
+    module.weight.data = tensor(kernel)
+    if 'bias' in p:
+      bias = np.asarray(p['bias'])
+      module.bias.data = tensor(bias if channel_order is None else bias[channel_order])
+
+  def norm(module, p, s):
+    module.weight.data, module.bias.data = tensor(p['scale']), tensor(p['bias'])
+    module.running_mean.data, module.running_var.data = tensor(s['mean']), tensor(s['var'])
+
+  def prelu(module, p):
+    module.weight.data = tensor(np.reshape(p['negative_slope'], (1,)))
+
+  conv(model.head[0], params['conv_in'])
+  prelu(model.head[1], params['prelu_in'])
+  for i in range(blocks):
+    body, p, s = model.body[i].body, params[f'block{i}'], stats[f'block{i}']
+    conv(body[0], p['conv1'])
+    norm(body[1], p['bn1'], s['bn1'])
+    prelu(body[2], p['prelu'])
+    conv(body[3], p['conv2'])
+    norm(body[4], p['bn2'], s['bn2'])
+  conv(model.body[blocks], params['conv_body'])
+  norm(model.body[blocks + 1], params['bn_body'], stats['bn_body'])
+  # Our shuffle reads channels as (row offset, column offset, C), PyTorch's as (C, row, column).
+  order = np.arange(4 * c).reshape(2, 2, c).transpose(2, 0, 1).reshape(-1)
+  for i in range(2):
+    conv(model.up[3 * i], params[f'conv_up{i}'], order)
+    prelu(model.up[3 * i + 2], params[f'prelu_up{i}'])
+  conv(model.tail, params['conv_out'])
+  return model
 
 
 class Discriminator(nn.Module):

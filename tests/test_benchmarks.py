@@ -161,44 +161,8 @@ def test_torch_reference_is_the_same_network():
   variables = jax.tree.unflatten(tree, [
       jax.random.uniform(k, x.shape, minval=0.5, maxval=1.5) if x.ndim == 1 and x.shape[0] > 1
       else x + 0.02 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
-  params, stats = variables['params'], variables['batch_stats']
-  model = torch_reference.Generator(blocks=2, c=8).eval()
+  model = torch_reference.generator_from_flax(variables, blocks=2, c=8)
   tensor = lambda x: torch.from_numpy(np.array(x, np.float32))
-
-  def conv(module, p, channel_order=None):
-    kernel = np.asarray(p['kernel']).transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    assert ('bias' in p) == (module.bias is not None)  # Both drop the biases before BN.
-    if channel_order is not None:
-      kernel = kernel[channel_order]
-    module.weight.data = tensor(kernel)
-    if 'bias' in p:
-      bias = np.asarray(p['bias'])
-      module.bias.data = tensor(bias if channel_order is None else bias[channel_order])
-
-  def norm(module, p, s):
-    module.weight.data, module.bias.data = tensor(p['scale']), tensor(p['bias'])
-    module.running_mean.data, module.running_var.data = tensor(s['mean']), tensor(s['var'])
-
-  def prelu(module, p):
-    module.weight.data = tensor(np.reshape(p['negative_slope'], (1,)))
-
-  conv(model.head[0], params['conv_in'])
-  prelu(model.head[1], params['prelu_in'])
-  for i in range(2):
-    body, p, s = model.body[i].body, params[f'block{i}'], stats[f'block{i}']
-    conv(body[0], p['conv1'])
-    norm(body[1], p['bn1'], s['bn1'])
-    prelu(body[2], p['prelu'])
-    conv(body[3], p['conv2'])
-    norm(body[4], p['bn2'], s['bn2'])
-  conv(model.body[2], params['conv_body'])
-  norm(model.body[3], params['bn_body'], stats['bn_body'])
-  # Our shuffle reads channels as (row offset, column offset, C), PyTorch's as (C, row, column).
-  order = np.arange(32).reshape(2, 2, 8).transpose(2, 0, 1).reshape(-1)
-  for i in range(2):
-    conv(model.up[3 * i], params[f'conv_up{i}'], order)
-    prelu(model.up[3 * i + 2], params[f'prelu_up{i}'])
-  conv(model.tail, params['conv_out'])
 
   ours = np.asarray(generator.apply(variables, lr))
   with torch.no_grad():
