@@ -162,9 +162,9 @@ def to_uint8(sr: np.ndarray) -> np.ndarray:
   return np.clip(np.round((sr + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-# zlib level of written PNGs. An upscaled photo is large, and writing it at Pillow's
-# default took longer than upscaling it on a CPU; this level is several times faster for
-# a few percent more bytes (benchmarks/upscale_memory.py --png).
+# zlib level of written PNGs. An upscaled photo is a large PNG, and on a GPU writing it
+# can take longer than computing it: this level writes several times faster than Pillow's
+# default for a few percent more bytes (benchmarks/upscale_photos.py --png).
 PNG_LEVEL = 3
 
 

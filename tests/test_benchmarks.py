@@ -58,6 +58,23 @@ def test_upscale_benchmark_times_each_form():
   assert all(' ms/image' in line for line in lines)
 
 
+def test_upscale_photos_benchmark_compares_runtimes_on_the_same_windows():
+  import importlib.util
+  runtimes = ['jax'] + (['onnx'] if importlib.util.find_spec('jax2onnx') else []) + (
+      ['torch'] if importlib.util.find_spec('torch') else [])
+  result = run_python(['benchmarks/upscale_photos.py', '--sizes=40', '--tile=16',
+                       '--tile_overlap=4', f'--runtimes={",".join(runtimes)}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = re.findall(r'^runtime=(\w+) lr=40x40 start_mib=([\d.]+) peak_mib=([\d.]+) '
+                    r'bytes_per_lr_px=([\d.]+) s_per_image=([\d.]+)(.*)$', result.stdout, re.M)
+  assert [row[0] for row in rows] == runtimes
+  for runtime, start, peak, _, seconds, rest in rows:
+    assert float(peak) >= float(start) > 0 and float(seconds) > 0
+    if runtime != 'jax':  # The same weights on each runtime: the same pixels, to rounding.
+      levels = re.search(r'max difference from jax (\d+) levels', rest)
+      assert levels and int(levels.group(1)) <= 1, rest
+
+
 def test_input_pipeline_benchmark_reports_the_trainer_workers_and_device_parts():
   result = run_python(['benchmarks/input_pipeline.py', '--source=skimage:chelsea,coffee',
                        '--batch=4', '--crop=32', '--seconds=0.2', '--workers=1',

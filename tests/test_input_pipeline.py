@@ -307,6 +307,10 @@ def test_sixteen_bit_png_is_read_at_full_range(tmp_path):
     eight = images.decode(str(tmp_path / f'{name}.png'))
     assert eight.rgb.dtype == np.uint8 and eight.bit_depth == 16
     np.testing.assert_array_equal(eight.rgb, np.round(colour * (255 / 65535)).astype(np.uint8))
+  whole = (tmp_path / 'rgb.png').read_bytes()
+  (tmp_path / 'cut.png').write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(images.UnreadableImageError, match=r'cut.png: cannot decode \(PngError'):
+    images.decode(str(tmp_path / 'cut.png'), keep_16_bits=True)
 
 
 def test_sixteen_bit_tiff_is_read_at_full_range_and_oriented(tmp_path):
@@ -323,6 +327,10 @@ def test_sixteen_bit_tiff_is_read_at_full_range_and_oriented(tmp_path):
         images.decode(str(tmp_path / name), keep_16_bits=True).rgb, samples)
   np.testing.assert_array_equal(images.decode(str(tmp_path / 'turned.tif'), keep_16_bits=True).rgb,
                                 np.rot90(samples, -1))
+  whole = (tmp_path / 'contig.tif').read_bytes()
+  (tmp_path / 'cut.tif').write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(images.UnreadableImageError, match='cut.tif: cannot decode'):
+    images.decode(str(tmp_path / 'cut.tif'), keep_16_bits=True)
 
 
 def test_orientations_match_pillow(tmp_path):
