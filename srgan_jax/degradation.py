@@ -71,11 +71,6 @@ def contributions(in_length: int, out_length: int, scale: float, edges: str = 'r
   return np.clip(indices, 0, in_length - 1).astype(np.int64), weights
 
 
-def _round_uint8(x: np.ndarray) -> np.ndarray:
-  """MATLAB's conversion to uint8: round half away from zero, saturate."""
-  return _round_to(x, np.uint8)
-
-
 def _round_to(x: np.ndarray, dtype) -> np.ndarray:
   """MATLAB's conversion to an unsigned integer type: round half away from zero, saturate."""
   return np.clip(np.floor(x + 0.5), 0, np.iinfo(dtype).max).astype(dtype)

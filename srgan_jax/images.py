@@ -5,8 +5,8 @@ Rules (used by training, evaluation and the upscaler alike):
 - Gray (L, 1, I, I;16, F) becomes RGB by repeating the channel; `is_gray` says so.
 - 16-bit and 32-bit integer images are scaled to 8 bits by value * 255 / max-of-type,
   rounded; float images ('F') are read as 0..1 if their maximum is <= 1, else 0..255.
-- Alpha (RGBA, LA, PA, palette with transparency) is split off as its own uint8
-  channel; the colour is the stored colour, not composited on any background.
+- Alpha (RGBA, LA, PA, palette with transparency) is split off as its own channel
+  (uint8, or uint16 beside 16-bit colour); the colour is the stored colour, not composited on any background.
 - Palette (P) and CMYK / YCbCr / LAB are converted to RGB by Pillow.
 - 16-bit PNG and TIFF are decoded by imagecodecs and tifffile, which keep all 16 bits
   (Pillow cuts 16-bit RGB and gray+alpha to 8 bits and reads 16-bit LA as RGBA);
@@ -74,10 +74,9 @@ def _sixteen_bit_samples(path: str, image: Image.Image) -> Optional[np.ndarray]:
   if image.format == 'PNG':
     with open(path, 'rb') as f:
       header = f.read(26)  # Signature, IHDR length and type, width, height, depth, colour.
-    if len(header) < 26 or header[24] != 16:
-      return None
-    with open(path, 'rb') as f:
-      array = imagecodecs.png_decode(f.read())
+      if len(header) < 26 or header[24] != 16:
+        return None
+      array = imagecodecs.png_decode(header + f.read())
   elif image.format == 'TIFF':
     with tifffile.TiffFile(path) as tiff:
       page = tiff.pages[0]

@@ -63,3 +63,16 @@ def test_jnp_quantised_equals_numpy_uint8():
   ours = np.round(np.asarray(degradation.downscale_uint8_batch(hr, 4)) * 255).astype(np.uint8)
   reference = np.stack([degradation.resize_numpy(x, 0.25) for x in hr])
   np.testing.assert_array_equal(ours, reference)
+
+
+def test_resize_in_row_bands_equals_resize_at_once():
+  """resize_numpy computes its output a band of rows at a time (bounded temporaries);
+  the band size must not change a value, for uint8, uint16 and float, up and down."""
+  rng = np.random.default_rng(5)
+  for image, scale in ((rng.integers(0, 256, (37, 29, 3)).astype(np.uint8), 4),
+                       (rng.integers(0, 65536, (41, 23)).astype(np.uint16), 4),
+                       (rng.random((101, 30, 3)), 0.25)):
+    whole = degradation.resize_numpy(image, scale, rows=10**6)
+    assert whole.dtype == image.dtype
+    for rows in (1, 7, 64):
+      np.testing.assert_array_equal(degradation.resize_numpy(image, scale, rows=rows), whole)
