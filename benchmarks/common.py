@@ -13,6 +13,10 @@ SRGAN_STEP_FLOP_PER_IMAGE = 0.693e12 / 16  # G fwd+bwd, VGG54 on SR and HR + inp
 SRRESNET_STEP_FLOP_PER_IMAGE = 0.123e12 / 16
 G_FORWARD_FLOP_PER_LR_PIXEL = 4.44e6  # 1.163 TFLOP for a 512x512 LR image
 
+# The public images beside the repository (../shared/data/README.md says what each is).
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'shared', 'data')
+
 
 def time_calls(fn, warmup: int, iters: int, wait=jax.block_until_ready) -> float:
   """Seconds per call of fn(), after warm-up; `wait(output)` blocks until it is computed.

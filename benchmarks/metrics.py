@@ -48,8 +48,7 @@ def main():
           flush=True)
 
   path = args.niqe_image or next(iter(sorted(glob.glob(os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'data',
-      'sr_train', 'BSDS200', '*.png')))), '')
+      common.SHARED_DATA, 'sr_train', 'BSDS200', '*.png')))), '')
   image = images.read_rgb(path) if path else rng.integers(0, 256, (321, 481, 3), np.uint8)
   y = quality.rgb_to_y(image)
   mu, cov = np.zeros(36), np.eye(36)  # Speed does not depend on the pristine model.

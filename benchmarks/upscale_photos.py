@@ -60,9 +60,8 @@ def _generator_and_variables():
 def _window_runner(runtime: str, workdir: str):
   """(run_window): uint8 [h, w, 3] -> uint8 [4h, 4w, 3] on `runtime`."""
   import numpy as np
-  from srgan_jax import upscale
+  from srgan_jax import images, upscale
   generator, variables = _generator_and_variables()
-  to_uint8 = lambda sr01: np.clip(np.round(sr01 * 255.0), 0, 255).astype(np.uint8)
   if runtime == 'jax':
     upscaler = upscale.Upscaler(generator, variables)
     return lambda window: upscaler(window, tile=0)
@@ -73,8 +72,8 @@ def _window_runner(runtime: str, workdir: str):
     g_config = {'num_blocks': 16, 'features': 64, 'scale': 4}
     export.export_program(export.serving_function(g_config, variables), path, 'onnx')
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
-    return lambda window: to_uint8(session.run(
-        None, {'lr': window[None].astype(np.float32) / 255.0})[0][0])
+    return lambda window: images.to_uint8(2.0 * session.run(  # [0, 1] -> G's [-1, 1]
+        None, {'lr': window[None].astype(np.float32) / 255.0})[0][0] - 1.0)
   if runtime == 'torch':
     import torch
     from benchmarks import torch_reference
@@ -84,7 +83,7 @@ def _window_runner(runtime: str, workdir: str):
       lr = torch.from_numpy(window).permute(2, 0, 1)[None].float().div_(255.0)
       with torch.inference_mode():
         sr = model(lr.contiguous(memory_format=torch.channels_last))
-      return to_uint8((sr[0].permute(1, 2, 0).numpy() + 1.0) * 0.5)
+      return images.to_uint8(sr[0].permute(1, 2, 0).numpy())
     return run_window
   raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
 
@@ -117,8 +116,8 @@ def png_writing():
   import imagecodecs
   from PIL import Image
   from srgan_jax import degradation, images
-  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
-                      'shared', 'data', 'sr_benchmarks', 'Set14', 'HR')
+  from benchmarks import common
+  root = os.path.join(common.SHARED_DATA, 'sr_benchmarks', 'Set14', 'HR')
   if not os.path.isdir(root):
     raise SystemExit(f'--png needs the Set14 images in {root}')
   for name in ('baboon.png', 'barbara.png', 'bridge.png'):
