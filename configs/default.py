@@ -62,8 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.lr_decay_factor = 0.1
 
   config.data = ml_collections.ConfigDict()
-  # Training images: 'folder:PATH' (any tree of image files), 'tfds:NAME[/CONFIG]'
-  # or 'skimage:NAME,NAME' (natural images shipped inside scikit-image).
+  # Training images: 'records:DIR' (sub-images prepared by `python -m srgan_jax.prepare`,
+  # read from disk as training goes: any size), 'tfds:NAME[/CONFIG]' (a TFDS dataset as
+  # ArrayRecord, read at random; prepared on first use), 'folder:PATH' (any tree of image
+  # files) or 'skimage:NAME,NAME' (natural images shipped inside scikit-image); the last
+  # two are decoded into memory at start-up.
   config.data.source = 'tfds:div2k/bicubic_x4'
   config.data.tfds_split = 'train'
   config.data.tfds_image_key = 'hr'  # Which feature of the TFDS records is the HR image.
@@ -72,10 +75,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Data shards; each process loads the shards its rows of the global batch use.
   # 0: one per process. The data stream depends on this, not on the process count.
   config.data.num_shards = 0
-  config.data.cache_max_bytes = 16 * 2**30  # Bound on decoded uint8 images per process.
-  config.data.decode_threads = 8  # Threads decoding images at start-up.
-  # Batches prepared ahead on the device, each by a thread of its own.
+  # Bound on the decoded uint8 images a folder/skimage source keeps per process, checked
+  # from the files' headers before decoding; a larger set is prepared as records.
+  config.data.cache_max_bytes = 16 * 2**30
+  config.data.decode_threads = 8  # Threads decoding a folder/skimage source at start-up.
+  # Batches prepared ahead, each by a thread of its own (in each worker, if any).
   config.data.prefetch_batches = 2
+  # Worker processes decoding records:/tfds: batches (Grain's mp_prefetch); 0: threads of
+  # this process only. In-memory sources always use threads.
+  config.data.num_workers = 2
   # Round LR to uint8 levels after each bicubic pass, as MATLAB does for the
   # official benchmark LR files, so that training LR looks like test LR.
   config.data.quantize_lr = True

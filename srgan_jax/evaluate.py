@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
-from srgan_jax import (degradation, images as image_io, input_pipeline, quality, run_folder,
+from srgan_jax import (data_sources, degradation, images as image_io, quality, run_folder,
                        upscale)
 from srgan_jax.models import build
 
@@ -52,7 +52,7 @@ def load_eval_set(spec: str, scale: int, max_images: int = 0) -> list[EvalImage]
   """A benchmark folder (HR/ and optional LR_bicubic/X<s>/), an image folder or 'skimage:...'."""
   root = spec[len('folder:'):] if spec.startswith('folder:') else spec
   hr_dir = os.path.join(root, 'HR')
-  paths = input_pipeline.list_source(hr_dir if os.path.isdir(hr_dir) else spec)
+  paths = data_sources.list_source(hr_dir if os.path.isdir(hr_dir) else spec)
   if not paths:
     raise ValueError(f'no images in evaluation set {spec}')
   lr_dir = os.path.join(root, 'LR_bicubic', f'X{scale}')

@@ -6,6 +6,7 @@ Only the writer process (process 0) writes; the others get a writer that does no
 import json
 import os
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -43,14 +44,15 @@ class MetricsWriter:
     from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
     self._tb = SummaryWriter(logdir=os.path.join(workdir, 'tensorboard'))
 
-  def write_scalars(self, step: int, scalars: dict):
+  def write_scalars(self, step: int, scalars: dict, notes: Optional[dict] = None):
+    """`notes` (JSON values, e.g. names) go to metrics.jsonl's line only."""
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
     for name, value in clean.items():
       self._tb.add_scalar(name, value, step)
     with open(self.jsonl_path, 'a') as f:
-      f.write(json.dumps({'step': int(step), **clean}) + '\n')
+      f.write(json.dumps({'step': int(step), **clean, **(notes or {})}) + '\n')
     self._tb.flush()
 
   def write_images(self, step: int, image: np.ndarray, tag: str = 'lr_bicubic_sr_hr'):

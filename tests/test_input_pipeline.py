@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan_jax import images, input_pipeline
+from srgan_jax import data_sources, images, input_pipeline
 
 
 def _data_config(source, crop=32, **overrides):
@@ -81,9 +81,9 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_bad_files_are_skipped_with_reasons(tmp_path, caplog):
   _write_bad_folder(tmp_path)
-  report = input_pipeline.LoadReport()
+  report = data_sources.LoadReport()
   with caplog.at_level(std_logging.WARNING):
-    kept = input_pipeline.load_shard(_data_config(f'folder:{tmp_path}'), 0, 1, report)
+    kept = data_sources.load_images(_data_config(f'folder:{tmp_path}'), 0, 1, report)
   # good, deep16 (40x40 >= 32), rgba, palette, nested/deep.jpg; not tiny, truncated, notes.
   assert len(kept) == 5 and report.used == 5
   assert [os.path.basename(p) for p in report.too_small] == ['tiny.png']
@@ -109,36 +109,41 @@ def test_training_on_a_folder_of_bad_files_runs(tmp_path, tiny_config, caplog):
 def test_folder_without_usable_images_fails_at_start(tmp_path, monkeypatch):
   (tmp_path / 'a.jpg').write_text('not an image')
   with pytest.raises(ValueError, match='no usable training image.*1 unreadable'):
-    input_pipeline.load_shard(_data_config(f'folder:{tmp_path}'), 0, 1)
+    data_sources.load_images(_data_config(f'folder:{tmp_path}'), 0, 1)
   with pytest.raises(FileNotFoundError, match='no such file or folder'):
-    input_pipeline.load_shard(_data_config(f'folder:{tmp_path}/missing'), 0, 1)
+    data_sources.load_images(_data_config(f'folder:{tmp_path}/missing'), 0, 1)
   with pytest.raises(FileNotFoundError, match='no such file or folder'):
-    input_pipeline.load_shard(_data_config(f'{tmp_path}/missing'), 0, 1)
+    data_sources.load_images(_data_config(f'{tmp_path}/missing'), 0, 1)
   with pytest.raises(ValueError, match="unknown data source kind 'tfd:'"):
-    input_pipeline.load_shard(_data_config('tfd:div2k/bicubic_x4'), 0, 1)
+    data_sources.load_images(_data_config('tfd:div2k/bicubic_x4'), 0, 1)
   # Evaluation sets are listed by the same function, and read no TFDS.
   with pytest.raises(ValueError, match="kind 'tfds:'.*training also reads tfds:NAME"):
-    input_pipeline.list_source('tfds:div2k')
+    data_sources.list_source('tfds:div2k')
   # A folder whose name looks like a kind is still a folder.
   (tmp_path / 'set:1').mkdir()
   (tmp_path / 'set:1' / 'a.jpg').write_text('not an image')
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match='no usable training image in shard 0/1 of set:1'):
-    input_pipeline.load_shard(_data_config('set:1'), 0, 1)
+    data_sources.load_images(_data_config('set:1'), 0, 1)
+
+
+def _rows(images_list, **kwargs):
+  return data_sources.sample_rows(data_sources.InMemoryImages(images_list), **kwargs)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
   shard = [np.random.default_rng(i).integers(0, 256, (70, 90, 3)).astype(np.uint8) for i in range(3)]
-  a = input_pipeline.sample_rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
-  b = input_pipeline.sample_rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
-  c = input_pipeline.sample_rows(shard, seed=1, step=6, shard=0, rows=8, crop_size=32)
-  d = input_pipeline.sample_rows(shard, seed=2, step=5, shard=0, rows=8, crop_size=32)
-  for x, y in zip(a, b):
+  a = _rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
+  b = _rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)
+  c = _rows(shard, seed=1, step=6, shard=0, rows=8, crop_size=32)
+  d = _rows(shard, seed=2, step=5, shard=0, rows=8, crop_size=32)
+  for x, y in zip(a[:2], b[:2]):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
   assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[1], d[1])
   assert a[0].shape == (8, 32, 32, 3) and a[0].dtype == np.uint8
   assert a[1].shape == (8,) and set(a[1]) <= set(range(8))
+  assert a[2] == []  # Nothing replaced.
 
 
 def _numpy_dihedral(crop, transform):
@@ -157,8 +162,7 @@ def test_dihedral_on_the_device_is_numpy_rotation_then_flip():
 
 def test_crops_come_from_the_images_with_dihedral_transforms():
   image = np.random.default_rng(0).integers(0, 256, (40, 40, 3)).astype(np.uint8)
-  crops, transforms = input_pipeline.sample_rows([image], seed=0, step=0, shard=0, rows=64,
-                                                 crop_size=40)
+  crops, transforms, _ = _rows([image], seed=0, step=0, shard=0, rows=64, crop_size=40)
   assert all(np.array_equal(crop, image) for crop in crops)  # Cut as they are.
   rows = np.asarray(input_pipeline.dihedral(crops, transforms))
   variants = [np.rot90(image, k) for k in range(4)] + [np.rot90(image, k)[:, ::-1] for k in range(4)]
@@ -177,9 +181,9 @@ def test_stream_depends_on_shards_not_processes():
   one = input_pipeline.TrainBatches(data, 8, seed=3, sharding=sharding)
   assert one.shard_ids == [0, 1]
   whole = one.local_batch(7)
-  second_shard = input_pipeline.sample_rows(one.shards[1], 3, 7, 1, 4, 32)
-  for x, y in zip(whole, second_shard):
-    np.testing.assert_array_equal(x[4:], y)
+  second_shard = data_sources.sample_rows(one.shards[1], 3, 7, 1, 4, 32)
+  np.testing.assert_array_equal(whole.crops[4:], second_shard[0])
+  np.testing.assert_array_equal(whole.transforms[4:], second_shard[1])
 
 
 def test_prefetching_iterator_yields_steps_in_order():
@@ -188,8 +192,8 @@ def test_prefetching_iterator_yields_steps_in_order():
   batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
   seen = [(step, np.asarray(batch)) for step, batch in batches.iterate(3, 7)]
   assert [s for s, _ in seen] == [3, 4, 5, 6]
-  crops, transforms = batches.local_batch(4)
-  expected = np.stack([_numpy_dihedral(c, t) for c, t in zip(crops, transforms)])
+  rows = batches.local_batch(4)
+  expected = np.stack([_numpy_dihedral(c, t) for c, t in zip(rows.crops, rows.transforms)])
   np.testing.assert_array_equal(seen[1][1], expected)
 
 
@@ -198,30 +202,35 @@ def test_iterator_raises_a_batch_error_at_its_step_and_stops_early_cleanly(prefe
   data = _data_config('skimage:chelsea', prefetch_batches=prefetch)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
-  prepare = batches.global_batch_array
+  prepare = batches.rows
 
   def failing(step):
     if step == 5:
       raise OSError('disk gone at step 5')
     return prepare(step)
 
-  batches.global_batch_array = failing
+  threads_before = threading.active_count()
+  batches.rows = failing
   seen = []
   with pytest.raises(OSError, match='disk gone at step 5'):
     for step, _ in batches.iterate(2, 9):
       seen.append(step)
   assert seen == [2, 3, 4]
   # A loop that stops early (a stop request) leaves no thread behind.
-  batches.global_batch_array = prepare
+  batches.rows = prepare
   for step, _ in batches.iterate(0, 100):
     break
-  assert not [t for t in threading.enumerate() if t.name.startswith('train-batches')]
+  for _ in range(50):  # The reading threads end once their current batch is done.
+    if threading.active_count() <= threads_before:
+      break
+    threading.Event().wait(0.1)
+  assert threading.active_count() <= threads_before
 
 
 def test_num_shards_must_fit_batch_and_processes():
   data = _data_config('skimage:chelsea', num_shards=3)
   with pytest.raises(ValueError, match='num_shards=3'):
-    input_pipeline.resolve_num_shards(data, 8, 1)
+    data_sources.resolve_num_shards(data, 8, 1)
 
 
 @pytest.fixture(scope='module')
@@ -254,7 +263,7 @@ def div2k_on_disk(tmp_path_factory):
   patch.setattr(tfds.download.DownloadManager, 'download_and_extract',
                 lambda self, urls: {key: local[key] for key in urls})
   try:
-    builder.download_and_prepare()
+    builder.download_and_prepare(file_format='array_record')  # What tfds.data_source reads.
   finally:
     patch.undo()
   return str(root / 'tfds'), train_hr
@@ -263,22 +272,56 @@ def div2k_on_disk(tmp_path_factory):
 def test_tfds_source_reads_each_shard_of_a_prepared_dataset(div2k_on_disk):
   data_dir, train_hr = div2k_on_disk
   data = _data_config('tfds:div2k/bicubic_x4', crop=16, tfds_data_dir=data_dir)
-  reports = [input_pipeline.LoadReport() for _ in range(2)]
-  shards = [input_pipeline.load_shard(data, k, 2, reports[k]) for k in range(2)]
-  expected = {hr.tobytes(): name for name, hr in train_hr.items() if name != '0003'}
-  found = [image.tobytes() for shard in shards for image in shard]
-  # Every usable train image once, bit for bit, split between the two shards.
-  assert sorted(found) == sorted(expected) and all(shards)
-  assert sum(len(r.too_small) for r in reports) == 1  # 0003 is 12 pixels high.
-  crops, _ = input_pipeline.sample_rows(shards[0], 0, 0, 0, 4, 16)
-  assert crops.shape == (4, 16, 16, 3) and crops.dtype == np.uint8
+  shards = input_pipeline.open_shards(data, [0, 1], 2, data_sources.LoadReport())
+  found = [image.tobytes() for k in (0, 1) for image in shards[k].read(range(len(shards[k])))]
+  # Every train image once, bit for bit, split between the two shards, read at random.
+  assert sorted(found) == sorted(hr.tobytes() for hr in train_hr.values())
+  assert [len(shards[k]) for k in (0, 1)] == [3, 2]
+  # 0003 is 12 pixels high: a row that draws it takes the next usable image of its shard.
+  small = next((k, i) for k in (0, 1) for i in range(len(shards[k]))
+               if shards[k].read([i])[0].shape[0] == 12)
+  for step in range(40):
+    crops, _, substituted = data_sources.sample_rows(shards[small[0]], 0, step, small[0], 4, 16)
+    assert crops.shape == (4, 16, 16, 3) and crops.dtype == np.uint8
+    if substituted:
+      assert 'tfds:div2k/bicubic_x4[train]#' in substituted[0]
+      assert 'smaller than the 16-pixel crop' in substituted[0]
+      break
+  else:
+    raise AssertionError('no step drew the small image')
 
 
 def test_tfds_missing_feature_is_named(div2k_on_disk):
   data = _data_config('tfds:div2k/bicubic_x4', crop=8, tfds_data_dir=div2k_on_disk[0],
                       tfds_image_key='highres')
+  shards = input_pipeline.open_shards(data, [0], 1, data_sources.LoadReport())
   with pytest.raises(KeyError, match="no feature 'highres'; it has \\['hr', 'lr'\\]"):
-    input_pipeline.load_shard(data, 0, 1)
+    shards[0].read([0])
+
+
+def test_tfds_offline_stops_in_seconds_naming_the_dataset_and_the_ways_on(tmp_path):
+  """Not prepared and no network: a clear error at once, not minutes of retries."""
+  pytest.importorskip('tensorflow_datasets')
+  import time
+  data = _data_config('tfds:div2k/bicubic_x4', tfds_data_dir=str(tmp_path / 'tfds'))
+  started = time.monotonic()
+  with pytest.raises(data_sources.TfdsUnavailableError) as error:
+    input_pipeline.open_shards(data, [0], 1, data_sources.LoadReport())
+  assert time.monotonic() - started < 30
+  message = str(error.value)
+  assert 'tfds:div2k/bicubic_x4 is not prepared' in message
+  assert os.path.join(str(tmp_path / 'tfds'), 'downloads', 'manual') in message
+  assert 'folder:PATH' in message and 'records:DIR' in message
+
+
+def test_tfds_prepared_as_tfrecord_is_refused_with_the_fix(tmp_path, monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  builder = tfds.builder('div2k/bicubic_x4', data_dir=str(tmp_path))
+  monkeypatch.setattr(type(builder), 'is_prepared', lambda self: True)
+  monkeypatch.setattr(type(builder.info), 'file_format',
+                      property(lambda self: tfds.core.file_adapters.FileFormat.TFRECORD))
+  with pytest.raises(data_sources.TfdsUnavailableError, match='prepared as tfrecord.*--file_format=array_record'):
+    data_sources.prepare_tfds('div2k/bicubic_x4', 'train', str(tmp_path))
 
 
 def _every_16_bit_value(channels, seed=0):
