@@ -21,7 +21,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from srgan_jax import data_sources, records
 
@@ -95,6 +95,10 @@ class TrainBatches:
     dataset = steps.to_iter_dataset(grain.ReadOptions(num_threads=self.prefetch,
                                                       prefetch_buffer_size=self.prefetch))
     if self.num_workers:
+      if not flags.FLAGS.is_parsed():
+        # Grain's worker start reads its absl flags (google/grain#1355), which only absl.app
+        # parses: in a script or a notebook, their defaults stand.
+        flags.FLAGS.mark_as_parsed()
       dataset = dataset.mp_prefetch(
           grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=1),
           worker_init_fn=data_sources.keep_worker_off_accelerators)

@@ -197,15 +197,19 @@ def check_shard(path: str, entry: dict, verify_checksum: bool = False):
   if size != entry['bytes']:
     raise RecordsError(f'shard {path} has {size} bytes, the manifest says {entry["bytes"]}: '
                        f'truncated or replaced; prepare it again')
-  reader = array_record_module.ArrayRecordReader(path)
   try:
-    if not reader.ok():
-      raise RecordsError(f'shard {path} is not a readable ArrayRecord file')
-    if reader.num_records() != entry['records']:
-      raise RecordsError(f'shard {path} holds {reader.num_records()} records, the manifest '
-                         f'says {entry["records"]}')
-  finally:
-    reader.close()
+    reader = array_record_module.ArrayRecordReader(path)
+    try:
+      count = reader.num_records() if reader.ok() else None
+    finally:
+      reader.close()
+  except RuntimeError as e:  # The reader's own word on a damaged file.
+    raise RecordsError(f'shard {path} is not a readable ArrayRecord file ({e})') from e
+  if count is None:
+    raise RecordsError(f'shard {path} is not a readable ArrayRecord file')
+  if count != entry['records']:
+    raise RecordsError(f'shard {path} holds {count} records, the manifest says '
+                       f'{entry["records"]}')
   if verify_checksum:
     digest = sha256_of(path)
     if digest != entry['sha256']:

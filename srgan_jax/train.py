@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from srgan_jax import (degradation, evaluate, images as image_io, input_pipeline,
                        metrics_writer, quality, run_folder, train_step, weights)
@@ -176,10 +177,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if config.eval.sets:
       evaluator = evaluate.TrainingEvaluator(config.eval, models.generator, workdir)
       best = run_folder.BestCheckpoint(workdir)
-    step_fn = train_step.CompiledStep(config, models, train_step.make_mesh(), vgg_params,
-                                      vgg_source)
+    # The data next: a missing or damaged shard must stop the run before anything compiles.
+    mesh = train_step.make_mesh()
     batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
-                                          step_fn.batch_sharding)
+                                          NamedSharding(mesh, P('data')))
+    step_fn = train_step.CompiledStep(config, models, mesh, vgg_params, vgg_source)
     if latest is not None:
       step_fn.set_state(run_folder.restore_state(manager, latest, step_fn.abstract_state))
       logging.info('resumed from %s at step %d', manager.directory, latest)
