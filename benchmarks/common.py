@@ -57,3 +57,36 @@ def emit(row: dict, json_path: str = '', **json_only):
   if json_path:
     with open(json_path, 'a') as f:
       f.write(json.dumps({**row, **json_only, 'machine': machine()}) + '\n')
+
+
+def prepare_div2k_locally(root: str, splits: dict) -> str:
+  """TFDS's DIV2K (bicubic_x4) prepared as ArrayRecord from local images, by its own builder.
+
+  Args:
+    root: a folder to write into.
+    splits: {'train': {name: HR [H, W, 3] uint8}, 'valid': {...}}; LR files are the HR
+      subsampled by 4 (only their presence matters here).
+  Returns:
+    The TFDS data_dir. Only the download is replaced: the files are laid out as DIV2K's
+    zips extract, and TFDS encodes and writes the records as for a real download.
+  """
+  import unittest.mock
+  import tensorflow_datasets as tfds
+  from PIL import Image
+  local = {}
+  for split, images in splits.items():
+    hr_dir = os.path.join(root, f'{split}_hr', f'DIV2K_{split}_HR')
+    lr_dir = os.path.join(root, f'{split}_lr', f'DIV2K_{split}_LR_bicubic', 'X4')
+    os.makedirs(hr_dir, exist_ok=True)
+    os.makedirs(lr_dir, exist_ok=True)
+    for name, hr in images.items():
+      Image.fromarray(hr).save(os.path.join(hr_dir, f'{name}.png'))
+      Image.fromarray(hr[::4, ::4]).save(os.path.join(lr_dir, f'{name}x4.png'))
+    local[f'{split}_hr_url'] = os.path.dirname(hr_dir)
+    local[f'{split}_lr_url'] = os.path.dirname(os.path.dirname(lr_dir))
+  data_dir = os.path.join(root, 'tfds')
+  builder = tfds.builder('div2k/bicubic_x4', data_dir=data_dir)
+  with unittest.mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
+                                  lambda self, urls: {key: local[key] for key in urls}):
+    builder.download_and_prepare(file_format='array_record')  # What tfds.data_source reads.
+  return data_dir

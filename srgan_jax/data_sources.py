@@ -7,7 +7,7 @@ belongs to shard i mod S):
 - 'tfds:NAME[/CONFIG]': a TFDS dataset prepared as ArrayRecord, read at random through
   `tfds.data_source`; decoded per use.
 - 'folder:PATH' (or a bare path) and 'skimage:NAME,NAME': decoded once into memory (a
-  small set: the fastest rows there are, see benchmarks/RESULTS.md), bounded by
+  small set: the fastest rows there are, see benchmarks/input_pipeline.py), bounded by
   `config.data.cache_max_bytes`, checked from the files' headers before decoding.
 
 The rows that data shard k contributes to the batch of step t are a pure function of

@@ -15,6 +15,7 @@ stream depends on S and not on the process count, 1 process and 2 processes with
 S train on identical batches.
 """
 
+import contextlib
 from typing import Iterator
 
 import grain
@@ -83,8 +84,8 @@ class TrainBatches:
   def global_batch_array(self, step: int) -> jax.Array:
     return self.to_global(self.local_batch(step))
 
-  def iterate(self, start_step: int, num_steps: int) -> Iterator[tuple[int, jax.Array]]:
-    """Yields (step, batch) for steps start_step .. num_steps - 1, in order.
+  def host_rows(self, start_step: int, num_steps: int) -> Iterator[data_sources.HostRows]:
+    """This process's `HostRows` for steps start_step .. num_steps - 1, in order.
 
     `config.data.prefetch_batches` steps are prepared ahead by as many threads (in each
     worker process, if any), so the input keeps up with a step that is faster than one
@@ -104,14 +105,19 @@ class TrainBatches:
           worker_init_fn=data_sources.keep_worker_off_accelerators)
     iterator = iter(dataset)
     try:
-      for rows in iterator:
+      yield from iterator
+    finally:  # A stopped loop leaves no thread or worker process behind.
+      iterator.close()
+
+  def iterate(self, start_step: int, num_steps: int) -> Iterator[tuple[int, jax.Array]]:
+    """Yields (step, global batch) for steps start_step .. num_steps - 1 (see `host_rows`)."""
+    with contextlib.closing(self.host_rows(start_step, num_steps)) as host_rows:
+      for rows in host_rows:
         for what in rows.substituted:
           logging.warning('step %d: replaced an unusable training image by the next usable '
                           'one of its shard: %s', rows.step, what)
         self.substituted.extend(rows.substituted)
         yield rows.step, self.to_global(rows)
-    finally:  # A stopped loop leaves no thread or worker process behind.
-      iterator.close()
 
 
 def open_shards(data_config, shard_ids, num_shards: int,

@@ -228,7 +228,7 @@ def main(argv=None) -> int:
   parser.add_argument('--min_size', type=int, default=96,
                       help='skip images with a side below this: the largest training crop')
   parser.add_argument('--encoding', choices=records.ENCODINGS, default='qoi',
-                      help='lossless payload encoding (benchmarks/RESULTS.md compares them)')
+                      help='lossless payload encoding (benchmarks/input_pipeline.py compares them)')
   parser.add_argument('--images_per_shard', type=int, default=32)
   parser.add_argument('--processes', type=int, default=os.cpu_count(),
                       help='parallel processes writing shards')

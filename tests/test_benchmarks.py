@@ -75,15 +75,21 @@ def test_upscale_photos_benchmark_compares_runtimes_on_the_same_windows():
       assert levels and int(levels.group(1)) <= 1, rest
 
 
-def test_input_pipeline_benchmark_reports_the_trainer_workers_and_device_parts():
-  result = run_python(['benchmarks/input_pipeline.py', '--source=skimage:chelsea,coffee',
-                       '--batch=4', '--crop=32', '--seconds=0.2', '--workers=1',
-                       '--prefetch_batches=1,2', '--degradation'])
+def test_input_pipeline_benchmark_reports_each_source_and_the_device_parts(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    Image.fromarray(rng.integers(0, 256, (100, 120, 3)).astype(np.uint8)).save(tmp_path / f'{i}.png')
+  result = run_python(['benchmarks/input_pipeline.py', f'--folder={tmp_path}',
+                       '--sources=memory,records-raw', '--workers=1', '--batch=4', '--crop=32',
+                       '--seconds=0.5', '--degradation'])
   assert result.returncode == 0, result.stderr[-3000:]
-  rates = re.findall(r'^(trainer \(\d producer|workers=1) .*: ([\d,]+) crops/s', result.stdout,
-                     re.M)
-  assert [name for name, _ in rates] == ['trainer (1 producer', 'trainer (2 producer', 'workers=1']
-  assert all(int(rate.replace(',', '')) > 0 for _, rate in rates)
+  rows = re.findall(r'^source=(\S+) workers=(\d) crops_per_s=(\S+) crops_per_s_per_core=(\S+) '
+                    r'x_srgan_need=\S+ x_srresnet_need=\S+ peak_mib=(\S+)', result.stdout, re.M)
+  assert [(r[0], r[1]) for r in rows] == [('memory', '0'), ('records-raw', '1')]
+  for _, _, rate, per_core, peak in rows:
+    assert float(rate) > 0 and float(per_core) > 0 and float(peak) > 50
+  assert '| records-raw | 1 |' in result.stdout  # The table.
   for part in ('rotations and flips', 'in-step bicubic x4 degradation'):
     assert re.search(rf'^{part}, batch 4: \d+\.\d+ ms on the device$', result.stdout, re.M)
 

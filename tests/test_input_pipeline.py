@@ -238,35 +238,18 @@ def div2k_on_disk(tmp_path_factory):
   """DIV2K bicubic_x4 prepared by TFDS's own builder from local files laid out as its zips.
 
   Returns (data_dir, {name: HR image}) for the 5 train images; one is too small for a
-  16-pixel crop. Only the download step is replaced; TFDS encodes and writes the records.
+  16-pixel crop.
   """
-  tfds = pytest.importorskip('tensorflow_datasets')
-  root = tmp_path_factory.mktemp('div2k')
+  pytest.importorskip('tensorflow_datasets')
+  from benchmarks import common
   rng = np.random.default_rng(0)
-  train_hr = {}
+  splits = {'train': {}, 'valid': {}}
   for split, names in (('train', ('0001', '0002', '0003', '0004', '0005')), ('valid', ('0801',))):
-    hr_dir = root / f'{split}_hr' / f'DIV2K_{split}_HR'
-    lr_dir = root / f'{split}_lr' / f'DIV2K_{split}_LR_bicubic' / 'X4'
-    hr_dir.mkdir(parents=True)
-    lr_dir.mkdir(parents=True)
     for i, name in enumerate(names):
       side = 12 if name == '0003' else 32 + 4 * i
-      hr = rng.integers(0, 256, (side, side + 8, 3)).astype(np.uint8)
-      Image.fromarray(hr).save(hr_dir / f'{name}.png')
-      Image.fromarray(hr[::4, ::4]).save(lr_dir / f'{name}x4.png')
-      if split == 'train':
-        train_hr[name] = hr
-  local = {f'{s}_{kind}_url': str(root / f'{s}_{kind}') for s in ('train', 'valid')
-           for kind in ('lr', 'hr')}
-  builder = tfds.builder('div2k/bicubic_x4', data_dir=str(root / 'tfds'))
-  patch = pytest.MonkeyPatch()
-  patch.setattr(tfds.download.DownloadManager, 'download_and_extract',
-                lambda self, urls: {key: local[key] for key in urls})
-  try:
-    builder.download_and_prepare(file_format='array_record')  # What tfds.data_source reads.
-  finally:
-    patch.undo()
-  return str(root / 'tfds'), train_hr
+      splits[split][name] = rng.integers(0, 256, (side, side + 8, 3)).astype(np.uint8)
+  data_dir = common.prepare_div2k_locally(str(tmp_path_factory.mktemp('div2k')), splits)
+  return data_dir, splits['train']
 
 
 def test_tfds_source_reads_each_shard_of_a_prepared_dataset(div2k_on_disk):
