@@ -42,18 +42,20 @@ run train_step 80 python3 benchmarks/train_step.py --models=srgan,srresnet --bat
 # Inference: the upscaler's default form on a GPU, beside PyTorch.
 run upscale 20 python3 benchmarks/upscale.py --size=512 --dtypes=bfloat16 \
     --output_convs=subpixel4 --torch
-# The input: what the trainer's producer threads feed a step, against the steps' images/s.
-run input_pipeline 10 python3 benchmarks/input_pipeline.py \
-    --source=skimage:astronaut,chelsea,coffee,rocket,hubble_deep_field,retina,motorcycle_left \
-    --prefetch_batches=1,2 --workers= --seconds=1.5 --degradation
+# The input on a GPU host's cores: crops/s per core of the in-memory cache and of raw
+# records (1 and 8 workers) against the steps' needs, from scikit-image's photos; the
+# device part of a batch and the in-step degradation.
+run input_pipeline 30 python3 benchmarks/input_pipeline.py \
+    --folder="$(python3 -c 'import skimage.data; print(skimage.data.data_dir)')" \
+    --sources=memory,records-raw --workers=1,8 --seconds=2 --degradation
 # Training itself: main.py's loop for the SRResNet phase (input threads, copies, metrics,
 # a checkpoint, an evaluation) beside the bare step of the same config.
 run train_loop 35 python3 benchmarks/train_loop.py --model=srresnet --batch=64 \
     --dtype=bfloat16 --steps=600 --log_every=100 --eval_set=skimage:astronaut --step
 # The perceptual metrics: LPIPS image pairs/s at 512x512 on the device, NIQE s per image.
 run metrics 15 python3 benchmarks/metrics.py --size=512 --batch=8 --iters=10
-# The reproduction: SRResNet-MSE on the 291 images for 230 s, SRGAN-MSE from it for 85,
+# The reproduction: SRResNet-MSE on the 291 images for 215 s, SRGAN-MSE from it for 80,
 # both evaluated (Set5, Set14, $EXTRA_EVAL_SETS) and exported: $OUT/results.md and
 # $OUT/*.npz (benchmarks/reproduce.sh says how).
-run reproduce 405 env BUDGET_S=230 GAN_BUDGET_S=85 OUT="$OUT" bash benchmarks/reproduce.sh
+run reproduce 385 env BUDGET_S=215 GAN_BUDGET_S=80 OUT="$OUT" bash benchmarks/reproduce.sh
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"

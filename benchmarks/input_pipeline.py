@@ -11,7 +11,8 @@ images per crop, as it would DIV2K's). Then, each in a fresh process:
 - `memory`: the in-memory cache (decoded at start-up), one reading thread;
 - `records-ENCODING`, `tfds`: read at random by N worker processes (`--workers`).
 Each runs `TrainBatches.host_rows`, the trainer's own input (Grain over steps), for
-`--seconds`, and reports crops/s, crops/s per core (per worker; per thread for memory),
+`--seconds`, pinned to as many cores as it has workers (the main process shares them; one
+core for the cache), and reports crops/s, crops/s per core,
 the peak resident memory of the process and its workers (VmHWM, summed), and the seconds
 from start to the first batch. Beside them: the rates the compiled step consumes per
 core of a 16-core GPU host (SRGAN 311, SRResNet 935 crops/s; benchmarks/RESULTS.md).
@@ -66,6 +67,9 @@ def _children(pid: int) -> list[int]:
 def measure(source: str, workers: int, batch: int, crop: int, seconds: float,
             tfds_data_dir: str = '') -> dict:
   """One figure, in this process: the trainer's host input for `seconds`."""
+  # Pinned to one core per worker (one for the in-memory cache): the process, its threads
+  # and its workers share them, so crops/s over those cores is a rate per core.
+  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:max(workers, 1)])
   import jax
   from configs import default
   from srgan_jax import input_pipeline

@@ -137,13 +137,15 @@ def open_shards(data_config, shard_ids, num_shards: int,
           f'(prepared with --min_size={prepared.manifest["min_size"]}); '
           f'config.data.hr_crop_size={data_config.hr_crop_size} needs larger ones: prepare '
           f'again with --min_size={data_config.hr_crop_size}')
-    logging.info('data %s: %s', source, records.describe(prepared.manifest))
+    logging.info('data %s: %s; read at random for shards %s of %d', source,
+                 records.describe(prepared.manifest), list(shard_ids), num_shards)
     return {k: data_sources.RecordImages(prepared, k, num_shards) for k in shard_ids}
   if source.startswith('tfds:'):
     name = source[len('tfds:'):]
     length = data_sources.prepare_tfds(name, data_config.tfds_split, data_config.tfds_data_dir)
-    logging.info('data %s: %d examples in split %s, read through tfds.data_source', source,
-                 length, data_config.tfds_split)
+    logging.info('data %s: %d examples in split %s, read through tfds.data_source for '
+                 'shards %s of %d', source, length, data_config.tfds_split, list(shard_ids),
+                 num_shards)
     return {k: data_sources.TfdsImages(name, data_config.tfds_split, data_config.tfds_data_dir,
                                        data_config.tfds_image_key, k, num_shards, length)
             for k in shard_ids}

@@ -227,7 +227,7 @@ def main(argv=None) -> int:
   parser.add_argument('--step', type=int, default=240, help='pixels between sub-images')
   parser.add_argument('--min_size', type=int, default=96,
                       help='skip images with a side below this: the largest training crop')
-  parser.add_argument('--encoding', choices=records.ENCODINGS, default='qoi',
+  parser.add_argument('--encoding', choices=records.ENCODINGS, default='raw',
                       help='lossless payload encoding (benchmarks/input_pipeline.py compares them)')
   parser.add_argument('--images_per_shard', type=int, default=32)
   parser.add_argument('--processes', type=int, default=os.cpu_count(),

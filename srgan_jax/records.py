@@ -8,12 +8,13 @@ A prepared folder (written by `python -m srgan_jax.prepare`) holds:
   (record i of the folder is record i - offset of the shard that holds it); the
   source images that were skipped, with the reason.
 
-Payload encodings (the benchmark in benchmarks/input_pipeline.py chooses the default):
-- 'png': PNG at zlib level 1 (BasicSR stores its LMDB sub-images this way);
-- 'qoi': the Quite OK Image format, lossless, decoded several times faster than PNG
-  for a similar size;
+Payload encodings (benchmarks/input_pipeline.py measures each against the rate a GPU
+step consumes; 'raw', the default, is the one that keeps up with both training phases):
 - 'raw': an 8-byte header (height, width: little-endian uint32) and the uint8 pixels:
-  no decoding, about twice the bytes on disk.
+  no decoding;
+- 'qoi': the Quite OK Image format, lossless, about 60% of raw's bytes on photos and
+  decoded several times faster than PNG;
+- 'png': PNG at zlib level 1 (BasicSR stores its LMDB sub-images this way).
 
 This module imports no JAX: Grain's worker processes unpickle readers that use it, and
 a worker that imported JAX onto an accelerator would take memory there (google/grain#820).
@@ -32,10 +33,12 @@ from array_record.python import array_record_module
 
 MANIFEST = 'manifest.json'
 FORMAT = 'srgan_jax.records/1'
-ENCODINGS = ('png', 'qoi', 'raw')
+ENCODINGS = ('raw', 'qoi', 'png')
 SHARD_SUFFIX = '.array_record'
 # Each record is read alone (random access): one record per chunk, as the reader expects.
-WRITER_OPTIONS = 'group_size:1'
+# No compression: ArrayRecord's default (zstd) made reading raw sub-images three times
+# slower, gains nothing on PNG and a sixth of the size on QOI (benchmarks/input_pipeline.py).
+WRITER_OPTIONS = 'group_size:1,uncompressed'
 _RAW_HEADER = struct.Struct('<II')
 
 

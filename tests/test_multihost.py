@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_python
@@ -26,11 +27,23 @@ def _metrics(workdir):
 
 
 def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
+  """On prepared records, read at random by Grain workers in each process."""
+  from PIL import Image
+  from srgan_jax import prepare
+  rng = np.random.default_rng(0)
+  (tmp_path / 'photos').mkdir()
+  for i in range(5):
+    Image.fromarray(rng.integers(0, 256, (60 + 8 * i, 90, 3)).astype(np.uint8)).save(
+        tmp_path / 'photos' / f'{i}.png')
+  assert prepare.main([f'--source=folder:{tmp_path / "photos"}', f'--output={tmp_path / "rec"}',
+                       '--crop=48', '--step=24', '--min_size=32', '--processes=1']) == 0
+  common = [*COMMON, f'--config.data.source=records:{tmp_path / "rec"}',
+            '--config.data.num_workers=1']
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=REPO,
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   procs = [subprocess.Popen(
-      [sys.executable, MAIN, *COMMON, f'--workdir={tmp_path}/multi',
+      [sys.executable, MAIN, *common, f'--workdir={tmp_path}/multi',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
@@ -44,7 +57,7 @@ def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
   # Each process loaded its own shard of the data.
   assert 'for shards [0] of 2' in outputs[0] and 'for shards [1] of 2' in outputs[1]
 
-  single = run_python([MAIN, *COMMON, f'--workdir={tmp_path}/single'],
+  single = run_python([MAIN, *common, f'--workdir={tmp_path}/single'],
                       {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert single.returncode == 0, single.stderr[-3000:]
   multi, one = _metrics(tmp_path / 'multi'), _metrics(tmp_path / 'single')
@@ -56,7 +69,7 @@ def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
 
   # Written once (one set of step folders), restored on a single device.
   assert sorted(os.listdir(tmp_path / 'multi' / 'checkpoints')) == ['3', '6']
-  resumed = run_python([MAIN, *COMMON, f'--workdir={tmp_path}/multi',
+  resumed = run_python([MAIN, *common, f'--workdir={tmp_path}/multi',
                         '--config.train.num_steps=8'])
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'at step 6' in resumed.stderr

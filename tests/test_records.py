@@ -80,10 +80,10 @@ def test_prepare_writes_every_subimage_once_and_names_what_it_skipped(tmp_path):
   stored = data_sources.RecordImages(prepared, 0, 1)
   for got, want in zip(stored.read(range(len(stored))), expected):
     np.testing.assert_array_equal(got, want)
-  # Shards are written with group_size:1, the option random reads need.
+  # Shards are written with group_size:1, the option random reads need, uncompressed.
   from array_record.python import array_record_module
   reader = array_record_module.ArrayRecordReader(prepared.paths[0])
-  assert 'group_size:1' in reader.writer_options_string()
+  assert 'group_size:1,' in reader.writer_options_string() and 'uncompressed' in reader.writer_options_string()
   reader.close()
 
 
