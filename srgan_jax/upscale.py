@@ -50,17 +50,20 @@ def receptive_field_radius(num_blocks: int, scale: int) -> int:
 
 
 def upscale_in_tiles(run_window: Callable[[np.ndarray], np.ndarray], lr: np.ndarray,
-                     scale: int, tile: int, overlap: int) -> np.ndarray:
+                     scale: int, tile: int, overlap: int,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
   """[H, W, C] -> [sH, sW, C] of lr's type, a window at a time (the tiling of the docstring).
 
   `run_window` maps one [h, w, C] window to [sh, sw, C]; every window has one shape
   (min(H, tile + 2 overlap) by min(W, ...)), so a compiled program serves them all, and
   any runtime can be plugged in (the benchmarks run ONNX Runtime and PyTorch through it).
+  `out`, if given, is the [sH, sW, C] array to fill (see `upscale_within_memory`).
   """
   h, w = lr.shape[:2]
   s = scale
   win_h, win_w = min(h, tile + 2 * overlap), min(w, tile + 2 * overlap)
-  out = np.empty((h * s, w * s) + lr.shape[2:], lr.dtype)
+  if out is None:
+    out = np.empty((h * s, w * s) + lr.shape[2:], lr.dtype)
   for y0 in range(0, h, tile):
     for x0 in range(0, w, tile):
       y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
@@ -119,17 +122,21 @@ class Upscaler:
       lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode=mode)
     return np.asarray(self._apply(self.variables, lr[None])[0])[:h * self.scale, :w * self.scale]
 
-  def __call__(self, image: np.ndarray, tile: Optional[int] = None) -> np.ndarray:
+  def __call__(self, image: np.ndarray, tile: Optional[int] = None,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
     """[H, W, 3] uint8|uint16 -> [sH, sW, 3] of the same type; `tile` overrides the
-    upscaler's own."""
+    upscaler's own; `out`, if given, receives the result."""
     image = np.asarray(image)
     if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] != 3:
       raise ValueError(f'expected an [H, W, 3] uint8 or uint16 image, got {image.shape} '
                        f'{image.dtype}')
     tile = self.tile if tile is None else tile
     if tile and (image.shape[0] > tile or image.shape[1] > tile):
-      return upscale_in_tiles(self._run, image, self.scale, tile, self.tile_overlap)
-    return self._run(image)
+      return upscale_in_tiles(self._run, image, self.scale, tile, self.tile_overlap, out)
+    if out is None:
+      return self._run(image)
+    out[...] = self._run(image)
+    return out
 
 
 def inference_output_conv(trained: str, scale: int) -> str:
@@ -192,12 +199,23 @@ def upscale_within_memory(upscaler: Upscaler, image: np.ndarray, name: str) -> n
   """`upscaler(image)`, retried with tiles half as large each time memory runs out.
 
   Starts from the upscaler's tile (the whole image when it has none) and stops at
-  MIN_TILE LR pixels, raising OutOfMemoryError naming `name`.
+  MIN_TILE LR pixels, raising OutOfMemoryError naming `name`. The output is allocated
+  once, first: when it does not fit, no tile size would help, so that fails at once,
+  naming the bytes it needs.
   """
+  height, width = image.shape[0] * upscaler.scale, image.shape[1] * upscaler.scale
+  try:
+    out = np.empty((height, width) + image.shape[2:], image.dtype)
+  except MemoryError as e:
+    needed = height * width * int(np.prod(image.shape[2:])) * image.itemsize
+    raise OutOfMemoryError(
+        f'{name}: the {width}x{height} output needs {needed:,} bytes '
+        f'({needed / 2**30:.2f} GiB), which cannot be allocated; smaller tiles do not change '
+        f'that (upscale a crop of it, or on a machine with more memory)') from e
   tile = upscaler.tile or max(image.shape[:2])
   while True:
     try:
-      return upscaler(image, tile=tile)
+      return upscaler(image, tile=tile, out=out)
     except Exception as e:  # Only memory errors are retried; others go up as they are.
       if not _is_out_of_memory(e):
         raise

@@ -148,11 +148,11 @@ def test_memory_errors_retry_with_smaller_tiles_then_fail_that_image_only(tmp_pa
   tiles = []
   call = upscale.Upscaler.__call__
 
-  def tight_memory(self, image, tile=None):
+  def tight_memory(self, image, tile=None, out=None):
     if image.shape[0] == 300:  # The tall first image fails at every tile size.
       tiles.append(tile)
       raise MemoryError('cannot allocate')
-    return call(self, image, tile)
+    return call(self, image, tile, out)
 
   monkeypatch.setattr(upscale.Upscaler, '__call__', tight_memory)
   monkeypatch.setattr(upscale, 'load_upscaler', lambda *a, **k: _random_upscaler(tile=256))
@@ -165,6 +165,33 @@ def test_memory_errors_retry_with_smaller_tiles_then_fail_that_image_only(tmp_pa
   assert sorted(os.listdir(tmp_path / 'out')) == ['b_x4.png', 'c_x4.png']
   assert tiles == [256, 128, 64, 32]  # Halved down to the floor, then given up.
   assert len([p for p in os.listdir(tmp_path / 'in')]) == 3  # Inputs untouched.
+
+
+def test_an_output_too_large_to_allocate_fails_at_once_naming_its_bytes():
+  """10000x10000 LR under a 3 GiB address-space cap: the 40000x40000 output (4.8 GB) can
+  never be allocated, so no tile size is tried; the error names the bytes it needs."""
+  from tests.conftest import run_python
+  script = '''
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+import jax, jax.numpy as jnp, numpy as np
+from srgan_jax import upscale
+from srgan_jax.models import Generator
+g = Generator(num_blocks=2, features=8)
+upscaler = upscale.Upscaler(g, g.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))), tile=256)
+calls = []
+upscaler._run = lambda window: calls.append(window.shape)
+try:
+  upscale.upscale_within_memory(upscaler, np.zeros((10000, 10000, 3), np.uint8), 'huge.png')
+except upscale.OutOfMemoryError as e:
+  print('windows run:', len(calls))
+  print(e)
+'''
+  result = run_python(['-c', script], timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'windows run: 0' in result.stdout
+  assert ('huge.png: the 40000x40000 output needs 4,800,000,000 bytes (4.47 GiB), which '
+          'cannot be allocated; smaller tiles do not change that') in result.stdout
 
 
 def test_error_messages_name_the_path_once_and_an_empty_folder_is_an_error(tmp_path, capsys,
