@@ -30,8 +30,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
-from srgan_jax import (data_sources, degradation, images as image_io, quality, run_folder,
-                       upscale)
+from srgan_jax import (data_sources, degradation, images as image_io, model_file, quality,
+                       run_folder, upscale)
 from srgan_jax.models import build
 
 
@@ -221,9 +221,11 @@ def _methods(parser, args) -> list[Method]:
   methods = []
   upscalers = {}  # Generator module -> Upscaler: one compile per image shape for all runs.
   for path in [*(args.workdir or []), *(args.model or [])]:
-    if path in (args.model or []) and not os.path.isfile(path):
-      parser.error(f'--model={path}: no such file (a run folder goes in --workdir)')
     try:
+      if path in (args.model or []):
+        path = model_file.resolve(path)  # A pretrained model's name, or a file.
+        if not os.path.isfile(path):
+          parser.error(f'--model={path}: no such file (a run folder goes in --workdir)')
       loaded = upscale.load_upscaler(path, args.step, args.dtype)
     except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
       parser.error(str(e))
@@ -258,7 +260,8 @@ def main(argv=None) -> int:
   parser.add_argument('--workdir', action='append',
                       help='run folder to evaluate (or RUN/best); repeatable')
   parser.add_argument('--model', action='append',
-                      help='model file to evaluate (python -m srgan_jax.export); repeatable')
+                      help='model file to evaluate (python -m srgan_jax.export), or a '
+                           'pretrained model by name (srresnet, srgan_mse); repeatable')
   parser.add_argument('--method', choices=['bicubic'], help='a baseline')
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step of the run folders; default latest')

@@ -26,6 +26,24 @@ FORMAT = 'srgan_jax.generator'
 VERSION = 1
 _META = '__model__'
 
+# Models trained by the project, in the repository's pretrained/ folder, by name.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              'pretrained')
+PRETRAINED = {'srresnet': 'srresnet_x4.npz', 'srgan_mse': 'srgan_mse_x4.npz'}
+DEFAULT_PRETRAINED = 'srresnet'
+
+
+def resolve(model: str) -> str:
+  """A model file's path as given, or a pretrained model's name ('srresnet') -> its file."""
+  if model not in PRETRAINED:
+    return model
+  path = os.path.join(PRETRAINED_DIR, PRETRAINED[model])
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'the pretrained model {model!r} is not at {path} (pretrained/README.md says how it '
+        f'is trained); name a model file or a run folder (--workdir) instead')
+  return path
+
 
 def _flatten(tree: dict, prefix: str) -> dict:
   out = {}

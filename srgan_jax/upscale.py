@@ -9,8 +9,9 @@ API (needs only the run folder: its config.json and checkpoints/):
 
 Command line:
 
-  python -m srgan_jax.upscale (--workdir=runs/srgan | --model=srgan.npz) photos/ a.png \
-      --output=out/ [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--overwrite]
+  python -m srgan_jax.upscale photo.jpg          # the pretrained SRResNet, into upscaled/
+  python -m srgan_jax.upscale (--workdir=runs/srgan | --model=srgan.npz | --model=srgan_mse) \
+      photos/ a.png --output=out/ [--tile=256 --tile_overlap=48] [--dtype=bfloat16] [--overwrite]
 
 Tiling: the image is cut into tiles of `tile` LR pixels; each is upscaled with
 `tile_overlap` LR pixels of context on every side (windows are shifted to stay inside
@@ -283,13 +284,17 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m srgan_jax.upscale', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('inputs', nargs='+', help='image files and folders')
-  model = parser.add_mutually_exclusive_group(required=True)
+  model = parser.add_mutually_exclusive_group()
   model.add_argument('--workdir', help='run folder (or RUN/best, or a checkpoint in it)')
-  model.add_argument('--model', help='model file (python -m srgan_jax.export)')
+  model.add_argument('--model', help=(
+      'model file (python -m srgan_jax.export), or a pretrained model by name: '
+      f'{", ".join(model_file.PRETRAINED)}. Neither --model nor --workdir: '
+      f'{model_file.DEFAULT_PRETRAINED}, pretrained/{model_file.PRETRAINED[model_file.DEFAULT_PRETRAINED]} '
+      '(the paper\'s SRResNet, pretrained/README.md)'))
   parser.add_argument('--step', type=int, default=None, help='checkpoint step; default latest')
-  parser.add_argument('--output', required=True,
-                      help='folder for <name>_x<scale>.png; a folder\'s images keep their '
-                           'sub-folders')
+  parser.add_argument('--output', default='upscaled',
+                      help='folder for <name>_x<scale>.png (default: upscaled); a folder\'s '
+                           'images keep their sub-folders')
   parser.add_argument('--tile', type=int, default=256, help='LR tile side; 0 = whole image')
   parser.add_argument('--tile_overlap', type=int, default=48, help='LR context per tile side')
   parser.add_argument('--dtype', choices=sorted(build.DTYPES), default='float32')
@@ -304,10 +309,11 @@ def main(argv=None) -> int:
 
   from tqdm import tqdm
   try:
-    if args.model and not os.path.isfile(args.model):
+    model = args.workdir or model_file.resolve(args.model or model_file.DEFAULT_PRETRAINED)
+    if not args.workdir and not os.path.isfile(model):
       raise FileNotFoundError(f'--model={args.model}: no such file (a run folder goes in --workdir)')
-    upscaler = load_upscaler(args.model or args.workdir, args.step, args.dtype, args.tile,
-                             args.tile_overlap, output_conv=args.output_conv)
+    upscaler = load_upscaler(model, args.step, args.dtype, args.tile, args.tile_overlap,
+                             output_conv=args.output_conv)
   except (FileNotFoundError, ValueError) as e:  # Bad run folder, step or setting: exit 2.
     parser.error(str(e))
   try:
