@@ -270,6 +270,11 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   seconds = time.perf_counter() - started
+  if manifest is not None and not manifest['shards']:
+    reasons = '; '.join(f'{s["image"]}: {s["reason"]}' for s in manifest['skipped'][:5])
+    print(f'error: no usable image in {args.source} ({len(manifest["skipped"])} skipped: '
+          f'{reasons})', file=sys.stderr)
+    return 2
   if manifest is None:
     print(f'{args.output}: part {args.part} of {args.num_parts} done in {seconds:.1f} s; the '
           f'last part to finish writes the manifest')

@@ -56,6 +56,9 @@ def test_every_command_the_readme_shows_runs(tmp_path):
   (tmp_path / 'photos').mkdir()
   photo = np.random.default_rng(0).integers(0, 256, (20, 24, 3)).astype(np.uint8)
   Image.fromarray(photo).save(tmp_path / 'photos' / 'a.png')
+  # One photo large enough to be prepared as records (the smaller one is skipped).
+  Image.fromarray(np.random.default_rng(1).integers(0, 256, (100, 120, 3)).astype(np.uint8)).save(
+      tmp_path / 'photos' / 'b.png')
   env = {'SRGAN_JAX_CACHE': str(tmp_path / 'cache')}
   text = _readme()
   commands = _commands(text)
@@ -91,3 +94,4 @@ def test_every_command_the_readme_shows_runs(tmp_path):
   scope = {'image': photo}
   exec(example, scope)
   assert scope['sr'].shape == (80, 96, 3)
+  assert (tmp_path / 'runs' / 'records' / 'manifest.json').exists()

@@ -304,3 +304,12 @@ def test_a_folder_too_large_for_memory_is_refused_before_decoding(tmp_path, monk
   monkeypatch.setattr(images, 'read_rgb', no_decoding)
   with pytest.raises(MemoryError, match='would take .* GiB decoded.*srgan_jax.prepare'):
     data_sources.load_images(data, 0, 1)
+
+
+def test_a_source_with_no_usable_image_is_an_error(tmp_path, capsys):
+  (tmp_path / 'photos').mkdir()
+  Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(tmp_path / 'photos' / 'small.png')
+  assert prepare.main([f'--source=folder:{tmp_path / "photos"}',
+                       f'--output={tmp_path / "rec"}', '--processes=1']) == 2
+  assert 'no usable image' in capsys.readouterr().err
+  assert prepare.main(['--source=tfd:x', f'--output={tmp_path / "rec2"}']) == 2
