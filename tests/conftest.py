@@ -30,6 +30,20 @@ def tiny_config():
   return test_config.get_config()
 
 
+def train_straight_and_resumed(config, folder, stop_at: int):
+  """Final states of a run to config.train.num_steps, and of one stopped at `stop_at` and
+  resumed with the same command: (straight, resumed); their run folders are in `folder`."""
+  from srgan_jax import train
+  num_steps = config.train.num_steps
+  straight = train.train_and_evaluate(config, os.path.join(folder, 'straight'))
+  config.train.num_steps = stop_at
+  train.train_and_evaluate(config, os.path.join(folder, 'resumed'))
+  config.train.num_steps = num_steps
+  resumed = train.train_and_evaluate(config, os.path.join(folder, 'resumed'))
+  assert int(resumed.step) == num_steps
+  return straight, resumed
+
+
 def run_python(args, env_extra=None, timeout=600, cwd=REPO):
   """Runs `python args...` in a fresh interpreter (for XLA_FLAGS, multi-process, CLIs)."""
   env = dict(os.environ)

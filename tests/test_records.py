@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from srgan_jax import data_sources, images, input_pipeline, prepare, records
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, run_python, train_straight_and_resumed
 
 
 def _photos(root, count=6, seed=0, sizes=((70, 90), (64, 64), (50, 130))):
@@ -250,15 +250,9 @@ def test_records_stream_depends_on_shards_not_processes(prepared_folder, tiny_co
 
 def test_training_from_records_resumes_to_the_same_parameters(prepared_folder, tiny_config,
                                                               tmp_path):
-  from srgan_jax import train
   tiny_config.data.source = f'records:{prepared_folder}'
   tiny_config.eval.sets = ()
-  straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
-  tiny_config.train.num_steps = 3
-  train.train_and_evaluate(tiny_config, str(tmp_path / 'resumed'))
-  tiny_config.train.num_steps = 6
-  resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'resumed'))
-  assert int(resumed.step) == 6
+  straight, resumed = train_straight_and_resumed(tiny_config, str(tmp_path), stop_at=3)
   for a, b in zip(jax.tree.leaves(straight.g_params), jax.tree.leaves(resumed.g_params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -13,7 +13,7 @@ import pytest
 
 from srgan_jax import degradation, losses, run_folder, train, train_step
 from srgan_jax.models import build, vgg
-from tests.conftest import run_python
+from tests.conftest import run_python, train_straight_and_resumed
 
 
 def _init(config, seed=0):
@@ -180,13 +180,7 @@ def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog
   monkeypatch.setattr(train_step, 'packs_state', lambda: packed)
   tiny_config.train.num_steps = 8
   tiny_config.train.checkpoint_every_steps = 4
-  straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
-
-  tiny_config.train.num_steps = 4
-  train.train_and_evaluate(tiny_config, str(tmp_path / 'resumed'))
-  tiny_config.train.num_steps = 8
-  resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'resumed'))
-  assert int(resumed.step) == 8
+  straight, resumed = train_straight_and_resumed(tiny_config, str(tmp_path), stop_at=4)
   for a, b in zip(_params(straight), _params(resumed)):
     np.testing.assert_array_equal(a, b)
   steps = [json.loads(l)['step'] for l in open(tmp_path / 'resumed' / 'metrics.jsonl')]
