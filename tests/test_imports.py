@@ -108,6 +108,30 @@ def test_the_package_has_no_import_cycle_and_no_function_level_project_import():
           reachable.add(target)
           todo.append(target)
     assert not reachable & {'srgan_jax.train', 'srgan_jax.train_step'}, module
+  # The demo page sits above the library: nothing imports it.
+  assert not [name for name, targets in graph.items() if 'srgan_jax.demo' in targets]
+
+
+def test_what_data_workers_unpickle_imports_no_jax_at_module_level():
+  """Grain's workers import data_sources and what it imports; none may need JAX to load
+  (Grain imports JAX itself, but the reading code must not touch a device)."""
+  graph, _ = _graph()
+  reachable, todo = {'srgan_jax.data_sources'}, ['srgan_jax.data_sources']
+  while todo:
+    for target in graph.get(todo.pop(), ()):
+      if target not in reachable:
+        reachable.add(target)
+        todo.append(target)
+  modules = _modules()
+  for name in sorted(reachable):
+    if name not in modules:
+      continue
+    with open(modules[name]) as f:
+      tree = ast.parse(f.read())
+    top_level = [alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names] + [
+        node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module]
+    assert not [m for m in top_level if m.split('.')[0] in ('jax', 'flax', 'tensorflow')], name
 
 
 def test_the_check_finds_a_cycle_and_a_nested_import():
