@@ -157,3 +157,23 @@ def test_the_page_in_a_browser(tiny_model, tmp_path):
       server.wait(timeout=20)
     except subprocess.TimeoutExpired:
       server.kill()
+
+
+def test_upscale_without_a_model_uses_the_pretrained_srresnet(tiny_model, tmp_path, monkeypatch):
+  """No --model: pretrained/srresnet_x4.npz, the same pixels as naming that file; a name
+  picks a pretrained file; a missing one is named."""
+  monkeypatch.setattr(model_file, 'PRETRAINED_DIR', str(tmp_path / 'pretrained'))
+  (tmp_path / 'pretrained').mkdir()
+  shutil.copy(tiny_model, tmp_path / 'pretrained' / 'srresnet_x4.npz')
+  photo = _photo(tmp_path / 'photo.png')
+  monkeypatch.chdir(tmp_path)
+  assert upscale.main([photo]) == 0  # Into ./upscaled/.
+  default = images.read_rgb(str(tmp_path / 'upscaled' / 'photo_x4.png'))
+  named = _cli_output(str(tmp_path / 'pretrained' / 'srresnet_x4.npz'), photo,
+                      str(tmp_path / 'named'))
+  np.testing.assert_array_equal(default, named)
+  np.testing.assert_array_equal(_cli_output('srresnet', photo, str(tmp_path / 'by_name')), named)
+  with pytest.raises(SystemExit):
+    upscale.main(['--model=srgan_mse', photo])
+  with pytest.raises(FileNotFoundError, match="pretrained model 'srgan_mse' is not at"):
+    model_file.resolve('srgan_mse')
