@@ -89,14 +89,28 @@ class RecordImages:
     if self._source is None:
       import grain  # Imported where reading happens: Grain imports JAX.
       self._source = grain.sources.ArrayRecordDataSource(self.prepared.paths)
-    payloads = self._source.__getitems__([int(self.indices[i]) for i in indices])
+    wanted = [int(self.indices[i]) for i in indices]
+    try:
+      payloads = self._source.__getitems__(wanted)
+    except RuntimeError:  # A damaged chunk (the reader checks each one's hash): find it.
+      payloads = [self._read_one(index) for index in wanted]
     out = []
     for payload in payloads:
+      if isinstance(payload, str):
+        out.append(payload)
+        continue
       try:
         out.append(records.decode(payload, self.prepared.encoding))
       except records.UndecodableRecordError as e:
         out.append(f'does not decode ({e})')
     return out
+
+  def _read_one(self, index: int):
+    """The payload of record `index`, or why it cannot be read."""
+    try:
+      return self._source[index]
+    except RuntimeError as e:
+      return f'cannot be read ({str(e)[:200]})'
 
   def name(self, index):
     return self.prepared.locate(int(self.indices[index]))

@@ -307,3 +307,21 @@ def test_a_source_with_no_usable_image_is_an_error(tmp_path, capsys):
                        f'--output={tmp_path / "rec"}', '--processes=1']) == 2
   assert 'no usable image' in capsys.readouterr().err
   assert prepare.main(['--source=tfd:x', f'--output={tmp_path / "rec2"}']) == 2
+
+
+def test_a_damaged_chunk_is_replaced_not_fatal(prepared_folder):
+  """A shard altered in place keeps its size and passes start-up; the reader's hash check
+  catches the damaged record when it is read, and that record alone is replaced."""
+  first = _manifest(prepared_folder)['shards'][0]['file']
+  damaged = bytearray((prepared_folder / first).read_bytes())
+  damaged[len(damaged) // 3] ^= 0xFF
+  (prepared_folder / first).write_bytes(bytes(damaged))
+  prepared = records.open_prepared(str(prepared_folder))
+  shard = data_sources.RecordImages(prepared, 0, 1)
+  read = shard.read(list(range(len(shard))))
+  unreadable = [i for i, image in enumerate(read) if isinstance(image, str)]
+  assert len(unreadable) == 1 and 'cannot be read' in read[unreadable[0]]
+  steps = [data_sources.sample_rows(shard, 0, step, 0, 8, 32) for step in range(60)]
+  named = [name for _, _, substituted in steps for name in substituted]
+  assert named and all(prepared.locate(unreadable[0]) in name for name in named)
+  assert prepare.main(['--verify', f'--output={prepared_folder}']) == 2
