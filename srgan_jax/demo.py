@@ -16,6 +16,7 @@ This module sits above the library and nothing in the library imports it.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -129,9 +130,7 @@ def main(argv=None) -> int:
                       help='largest input (width x height) the page accepts')
   parser.add_argument('--tile', type=int, default=256, help='LR tile side of the upscaler')
   args = parser.parse_args(argv)
-  try:
-    import gradio  # noqa: F401 (checked before anything loads)
-  except ImportError:
+  if importlib.util.find_spec('gradio') is None:  # Said before any model loads.
     parser.error('the demo needs Gradio: pip install -e ".[demo]"')
   try:
     choices = model_choices(args.model, args.workdir)

@@ -21,10 +21,10 @@ from typing import Iterator
 import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags, logging
 
 from srgan_jax import data_sources, records
+
 
 def dihedral(crops: jax.Array, transforms: jax.Array) -> jax.Array:
   """Rotates and flips each crop: [N, S, S, C], [N] int in [0, 8) -> [N, S, S, C].
@@ -80,9 +80,6 @@ class TrainBatches:
     crops, transforms = (jax.make_array_from_process_local_data(self.sharding, x)
                          for x in (rows.crops, rows.transforms))
     return self._dihedral(crops, transforms)
-
-  def global_batch_array(self, step: int) -> jax.Array:
-    return self.to_global(self.local_batch(step))
 
   def host_rows(self, start_step: int, num_steps: int) -> Iterator[data_sources.HostRows]:
     """This process's `HostRows` for steps start_step .. num_steps - 1, in order.

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from srgan_jax import demo, images, model_file, upscale
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO
 
 CHROMIUM = '/usr/bin/chromium'
 

@@ -413,7 +413,6 @@ def test_each_export_format_runs_in_its_own_runtime_like_the_jax_generator(train
                                                                            fmt):
   """Exported from the trained run with symbolic sizes, run on a size not used at export,
   equal to the JAX generator within 1e-4 (float32)."""
-  import sys
   from srgan_jax import export
   from srgan_jax.models import build
   workdir, _ = trained_run

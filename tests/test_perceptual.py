@@ -16,7 +16,6 @@ import time
 import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

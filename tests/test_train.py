@@ -3,7 +3,6 @@ import json
 import logging as std_logging
 import os
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
