@@ -34,8 +34,8 @@ def model_choices(models: list[str], workdirs: list[str]) -> dict:
     path = os.path.join(model_file.PRETRAINED_DIR, file)
     if os.path.isfile(path):
       choices[f'{name} (pretrained)'] = path
-  for path in [*models, *workdirs]:
-    choices[os.path.basename(os.path.normpath(path))] = model_file.resolve(path)
+  for path in [*models, *workdirs]:  # Labelled as given: two runs' best/ stay apart.
+    choices[path] = model_file.resolve(path)
   return choices
 
 

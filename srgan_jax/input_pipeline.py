@@ -69,7 +69,13 @@ class TrainBatches:
     in_memory = isinstance(self.shards[self.shard_ids[0]], data_sources.InMemoryImages)
     self.num_workers = 0 if in_memory else data_config.num_workers
     self.rows = data_sources.ProcessRows(self.shards, seed, self.rows_per_shard, self.crop_size)
-    self.substituted = []  # 'NAME: reason' of each image replaced so far, in step order.
+    self._substituted = []  # 'NAME: reason' of each image replaced since the last take.
+
+  def take_substituted(self) -> list[str]:
+    """'NAME: reason' of each image replaced since the last call, in step order (the loop
+    logs them; kept only until then, so a long run's memory does not grow with them)."""
+    taken, self._substituted = self._substituted, []
+    return taken
 
   def local_batch(self, step: int) -> data_sources.HostRows:
     """This process's rows for `step` (see `data_sources.sample_rows`)."""
@@ -113,7 +119,7 @@ class TrainBatches:
         for what in rows.substituted:
           logging.warning('step %d: replaced an unusable training image by the next usable '
                           'one of its shard: %s', rows.step, what)
-        self.substituted.extend(rows.substituted)
+        self._substituted.extend(rows.substituted)
         yield rows.step, self.to_global(rows)
 
 

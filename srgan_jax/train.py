@@ -244,7 +244,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         best.save(step, {k: getattr(state, k) for k in run_folder.GENERATOR_KEYS},
                   {'metric': metric, 'dataset': name, 'value': value})
 
-    reported_substitutes = 0
     with _StopRequest() as stop:
       for step, hr in batches.iterate(start_step, num_steps):
         metrics = step_fn(hr, adversarial=models.discriminator is not None
@@ -265,10 +264,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           averaged.update(timer.rates(done))
           # Images the data replaced since the last log line (undecodable records...):
           # counted as a scalar, named in metrics.jsonl.
-          replaced = batches.substituted[reported_substitutes:]
-          reported_substitutes = len(batches.substituted)
+          replaced = batches.take_substituted()
           averaged['substituted_images'] = len(replaced)
-          writer.write_scalars(done, averaged, notes={'substituted': replaced} if replaced else None)
+          writer.write_scalars(done, averaged,
+                               notes={'substituted': replaced} if replaced else None)
           logging.info('%s', timer.progress_line(done, averaged))
         preview = train_config.image_every_steps and (
             done % train_config.image_every_steps == 0 or is_last)
