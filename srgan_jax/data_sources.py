@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from srgan_jax import blur_kernels
 from srgan_jax import images as image_io
 from srgan_jax import records
 
@@ -376,6 +377,9 @@ class HostRows:
   crops: np.ndarray  # [B / process_count, crop, crop, 3] uint8
   transforms: np.ndarray  # [B / process_count] int32 in [0, 8)
   substituted: tuple  # 'NAME: reason' per replaced image
+  # [B / process_count, 3, 21, 21] float32 blur kernels of the real-world degradation
+  # (`blur_kernels`); None for the bicubic one.
+  kernels: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass
@@ -385,13 +389,22 @@ class ProcessRows:
   seed: int
   rows_per_shard: int
   crop_size: int
+  # The real-world degradation's fields (a dict of `config.degradation`): each row also
+  # gets its blur kernels, drawn here for the same reason BasicSR draws them in its data
+  # workers (float64 on the host; see blur_kernels). None: bicubic, no kernels.
+  degradation: Optional[dict] = None
 
   def __call__(self, step: int) -> HostRows:
+    shards = sorted(self.sources)
     parts = [sample_rows(self.sources[k], self.seed, step, k, self.rows_per_shard,
-                         self.crop_size) for k in sorted(self.sources)]
+                         self.crop_size) for k in shards]
+    kernels = None
+    if self.degradation is not None:
+      rows = [k * self.rows_per_shard + r for k in shards for r in range(self.rows_per_shard)]
+      kernels = blur_kernels.batch_kernels(self.degradation, self.seed, step, rows)
     return HostRows(int(step), np.concatenate([p[0] for p in parts]),
                     np.concatenate([p[1] for p in parts]),
-                    tuple(s for p in parts for s in p[2]))
+                    tuple(s for p in parts for s in p[2]), kernels)
 
 
 def keep_worker_off_accelerators(worker_index: int, worker_count: int):

@@ -16,7 +16,7 @@ S train on identical batches.
 """
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, NamedTuple, Optional
 
 import grain
 import jax
@@ -41,6 +41,12 @@ def dihedral(crops: jax.Array, transforms: jax.Array) -> jax.Array:
   return out
 
 
+class Batch(NamedTuple):
+  """One step's global batch, sharded along its first axis."""
+  hr: jax.Array  # [B, crop, crop, 3] uint8
+  kernels: Optional[jax.Array] = None  # [B, 3, 21, 21] float32 (real-world degradation)
+
+
 class TrainBatches:
   """This process's rows of each step's global batch, as globally sharded `jax.Array`s.
 
@@ -49,9 +55,12 @@ class TrainBatches:
     global_batch: `config.train.batch_size` (all processes together).
     seed: data seed.
     sharding: sharding of the global [B, crop, crop, 3] uint8 batch.
+    degradation_config: `config.degradation`; with kind 'realesrgan' each row also carries
+      its blur kernels (`Batch.kernels`).
   """
 
-  def __init__(self, data_config, global_batch: int, seed: int, sharding):
+  def __init__(self, data_config, global_batch: int, seed: int, sharding,
+               degradation_config=None):
     self.crop_size = data_config.hr_crop_size
     self.seed = seed
     self.global_batch = global_batch
@@ -68,7 +77,10 @@ class TrainBatches:
     # In-memory images would be copied into every worker: threads share them instead.
     in_memory = isinstance(self.shards[self.shard_ids[0]], data_sources.InMemoryImages)
     self.num_workers = 0 if in_memory else data_config.num_workers
-    self.rows = data_sources.ProcessRows(self.shards, seed, self.rows_per_shard, self.crop_size)
+    real_world = degradation_config is not None and degradation_config.kind == 'realesrgan'
+    self.rows = data_sources.ProcessRows(
+        self.shards, seed, self.rows_per_shard, self.crop_size,
+        degradation_config.to_dict() if real_world else None)
     self._substituted = []  # 'NAME: reason' of each image replaced since the last take.
 
   def take_substituted(self) -> list[str]:
@@ -81,11 +93,13 @@ class TrainBatches:
     """This process's rows for `step` (see `data_sources.sample_rows`)."""
     return self.rows(step)
 
-  def to_global(self, rows: data_sources.HostRows) -> jax.Array:
-    """The global HR batch [B, crop, crop, 3] uint8 of `rows`' step, sharded, transformed."""
+  def to_global(self, rows: data_sources.HostRows) -> Batch:
+    """The global batch of `rows`' step, sharded; HR rotated and flipped."""
     crops, transforms = (jax.make_array_from_process_local_data(self.sharding, x)
                          for x in (rows.crops, rows.transforms))
-    return self._dihedral(crops, transforms)
+    kernels = None if rows.kernels is None else jax.make_array_from_process_local_data(
+        self.sharding, rows.kernels)
+    return Batch(self._dihedral(crops, transforms), kernels)
 
   def host_rows(self, start_step: int, num_steps: int) -> Iterator[data_sources.HostRows]:
     """This process's `HostRows` for steps start_step .. num_steps - 1, in order.
@@ -112,7 +126,7 @@ class TrainBatches:
     finally:  # A stopped loop leaves no thread or worker process behind.
       iterator.close()
 
-  def iterate(self, start_step: int, num_steps: int) -> Iterator[tuple[int, jax.Array]]:
+  def iterate(self, start_step: int, num_steps: int) -> Iterator[tuple[int, Batch]]:
     """Yields (step, global batch) for steps start_step .. num_steps - 1 (see `host_rows`)."""
     with contextlib.closing(self.host_rows(start_step, num_steps)) as host_rows:
       for rows in host_rows:

@@ -70,16 +70,17 @@ class NoPacking:
 
 def packed_step(step_fn: Callable, state_packing: Packing | NoPacking,
                 vgg_packing: Packing | NoPacking) -> Callable:
-  """`step_fn(state, hr, vgg_params) -> (state, metrics)` on packed state and VGG params.
+  """`step_fn(state, hr, vgg_params, kernels) -> (state, metrics)` on packed state and VGG
+  params.
 
   The returned function takes and returns the state packed by `state_packing`, and takes
   the VGG params packed by `vgg_packing`; it computes what `step_fn` computes. With
   `NoPacking` for both it is `step_fn` itself.
   """
 
-  def step(packed_state: tuple, hr_uint8: jax.Array, packed_vgg_params: tuple):
+  def step(packed_state: tuple, hr_uint8: jax.Array, packed_vgg_params: tuple, kernels=None):
     state, metrics = step_fn(state_packing.unpack(packed_state), hr_uint8,
-                             vgg_packing.unpack(packed_vgg_params))
+                             vgg_packing.unpack(packed_vgg_params), kernels)
     return state_packing.pack(state), metrics
 
   return step

@@ -8,6 +8,7 @@ previews, checkpoints and evaluations. Evaluation measures; the loop decides wha
 keep in best/.
 """
 
+import functools
 import os
 import signal
 import time
@@ -180,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     # The data next: a missing or damaged shard must stop the run before anything compiles.
     mesh = train_step.make_mesh()
     batches = input_pipeline.TrainBatches(config.data, config.train.batch_size, config.seed,
-                                          NamedSharding(mesh, P('data')))
+                                          NamedSharding(mesh, P('data')), config.degradation)
     step_fn = train_step.CompiledStep(config, models, mesh, vgg_params, vgg_source)
     if latest is not None:
       step_fn.set_state(run_folder.restore_state(manager, latest, step_fn.abstract_state))
@@ -244,10 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         best.save(step, {k: getattr(state, k) for k in run_folder.GENERATOR_KEYS},
                   {'metric': metric, 'dataset': name, 'value': value})
 
+    degrade_batch = jax.jit(functools.partial(train_step.degrade, config))
     with _StopRequest() as stop:
-      for step, hr in batches.iterate(start_step, num_steps):
-        metrics = step_fn(hr, adversarial=models.discriminator is not None
-                          and step >= config.loss.adversarial_start_step)
+      for step, batch in batches.iterate(start_step, num_steps):
+        metrics = step_fn(batch.hr, adversarial=models.discriminator is not None
+                          and step >= config.loss.adversarial_start_step, kernels=batch.kernels)
         history.append((step + 1, metrics))
         done = step + 1
         at_log = done % train_config.log_every_steps == 0
@@ -277,7 +279,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         if preview or checkpoint or evaluation:
           state = step_fn.state
           if preview:
-            writer.write_images(done, preview_images(models.generator, state, hr))
+            # The LR this step trained on: the same key and kernels as inside the step.
+            lr, target = degrade_batch(jax.random.fold_in(state.rng, step), batch.hr,
+                                       batch.kernels)
+            writer.write_images(done, preview_images(models.generator, state, lr, target))
           if checkpoint:
             save(done, state)
           if evaluation:
@@ -305,18 +310,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   return step_fn.state
 
 
-def preview_images(generator, state: train_step.TrainState, hr_uint8: jax.Array,
+def preview_images(generator, state: train_step.TrainState, lr: jax.Array, target: jax.Array,
                    count: int = 4) -> np.ndarray:
-  """Rows of [LR nearest-upscaled | bicubic | SR | HR] for the first `count` crops, uint8."""
-  hr = np.asarray(multihost_utils.process_allgather(hr_uint8, tiled=True))[:count] \
-      if jax.process_count() > 1 else np.asarray(hr_uint8[:count])
+  """Rows of [LR nearest-upscaled | bicubic | SR | target] for the first `count` crops, uint8.
+
+  Args:
+    lr: [B, h, w, 3] float32 in [0, 1], the step's LR (`train_step.degrade`).
+    target: [B, H, W, 3] float32 in [-1, 1], what G is trained to produce.
+  """
+  gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))[:count] \
+      if jax.process_count() > 1 else np.asarray(x[:count])
+  lr, target = gather(lr), image_io.to_uint8(gather(target))
   scale = generator.scale
-  lr = np.asarray(degradation.downscale_uint8_batch(jnp.asarray(hr), scale, True))
   sr = generator.apply({'params': jax.device_get(state.g_ema_params),
                         'batch_stats': jax.device_get(state.g_batch_stats)}, lr, train=False)
   sr = image_io.to_uint8(np.asarray(sr))
   lr_uint8 = np.round(lr * 255).astype(np.uint8)
   nearest = lr_uint8.repeat(scale, axis=1).repeat(scale, axis=2)
   bicubic = np.stack([degradation.resize_numpy(x, scale) for x in lr_uint8])
-  rows = [np.concatenate(parts, axis=1) for parts in zip(nearest, bicubic, sr, hr)]
+  rows = [np.concatenate(parts, axis=1) for parts in zip(nearest, bicubic, sr, target)]
   return np.concatenate(rows, axis=0)

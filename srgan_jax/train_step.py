@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from srgan_jax import degradation, losses, packing
+from srgan_jax import degradation, losses, packing, real_degradation
 from srgan_jax.models import build, discriminator as discriminator_lib, vgg
 
 
@@ -79,15 +79,43 @@ def init_state(config, models: build.Models, rng: jax.Array) -> TrainState:
       g_tx=g_tx, d_tx=d_tx)
 
 
+def degrade(config, key: jax.Array, hr_uint8: jax.Array, kernels: Optional[jax.Array]):
+  """The step's LR and target from HR, by `config.degradation.kind`.
+
+  Args:
+    key: the step's key, fold_in(state.rng, state.step) (the real-world draws).
+    hr_uint8: [B, H, W, 3] uint8.
+    kernels: [B, 3, 21, 21] float32 for 'realesrgan' (`Batch.kernels`), else None.
+
+  Returns:
+    lr [B, H/s, W/s, 3] float32 in [0, 1]; target [B, H, W, 3] float32 in [-1, 1] (HR, or
+    its USM-sharpened form when the real-world degradation sharpens).
+  """
+  scale = config.generator.scale
+  kind = config.degradation.kind
+  if kind == 'bicubic':
+    lr = degradation.downscale_uint8_batch(hr_uint8, scale, config.data.quantize_lr)
+    return lr, hr_uint8.astype(jnp.float32) / 127.5 - 1.0
+  if kind == 'realesrgan':
+    if kernels is None:
+      raise ValueError("config.degradation.kind='realesrgan' needs each batch's blur kernels "
+                       '(input_pipeline.Batch.kernels)')
+    lr, target = real_degradation.degrade_uint8_batch(key, hr_uint8, kernels,
+                                                      config.degradation, scale)
+    return lr, target * 2.0 - 1.0
+  raise ValueError(f"config.degradation.kind must be 'bicubic' or 'realesrgan', got {kind!r}")
+
+
 def make_train_step(config, models: build.Models, adversarial: bool,
                     vgg_source: str = 'random') -> Callable:
-  """Returns step(state, hr, vgg_params) -> (state, metrics); not yet jitted.
+  """Returns step(state, hr, vgg_params, kernels) -> (state, metrics); not yet jitted.
 
   Args of the returned function:
     state: TrainState.
     hr: [B, crop, crop, 3] uint8 HR crops (the global batch, sharded).
     vgg_params: frozen VGG19 params ({} for the pixel loss); an argument, so they are
       never baked into the compiled program as constants.
+    kernels: [B, 3, 21, 21] float32 blur kernels of the real-world degradation, or None.
 
   G's forward runs once: its vjp is kept, D is updated on (HR, stop_gradient(SR)), and
   the gradient of G's loss with respect to SR (content + adversarial through the
@@ -98,14 +126,12 @@ def make_train_step(config, models: build.Models, adversarial: bool,
   if adversarial and discriminator is None:
     raise ValueError('an adversarial step needs a discriminator (loss.adversarial_weight > 0)')
   loss_config = config.loss
-  scale = config.generator.scale
   schedule = learning_rate_schedule(config.optimizer)
-  quantize = config.data.quantize_lr
   ema_decay = config.train.ema_decay
 
-  def step_fn(state: TrainState, hr_uint8: jax.Array, vgg_params):
-    hr = hr_uint8.astype(jnp.float32) / 127.5 - 1.0
-    lr = degradation.downscale_uint8_batch(hr_uint8, scale, quantize)
+  def step_fn(state: TrainState, hr_uint8: jax.Array, vgg_params, kernels=None):
+    # `hr` is the target: the HR crop, or its sharpened form (real-world degradation).
+    lr, hr = degrade(config, jax.random.fold_in(state.rng, state.step), hr_uint8, kernels)
 
     def g_forward(g_params):
       sr, updates = generator.apply(
@@ -231,7 +257,7 @@ class CompiledStep:
     self._jit = lambda adversarial: jax.jit(
         packing.packed_step(make_train_step(config, models, adversarial, vgg_source),
                             state_packing, vgg_packing),
-        in_shardings=(replicated, self.batch_sharding, replicated),
+        in_shardings=(replicated, self.batch_sharding, replicated, self.batch_sharding),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     self._steps = {}  # adversarial -> jitted step, built on first use.
     self._loop_state = None
@@ -249,9 +275,12 @@ class CompiledStep:
     """The current state: new arrays, which later steps cannot touch."""
     return self._unpack(self._loop_state)
 
-  def __call__(self, hr: jax.Array, adversarial: bool = False) -> dict:
-    """One step on the global HR batch [B, crop, crop, 3] uint8; returns device metrics."""
+  def __call__(self, hr: jax.Array, adversarial: bool = False,
+               kernels: Optional[jax.Array] = None) -> dict:
+    """One step on the global HR batch [B, crop, crop, 3] uint8 (and, for the real-world
+    degradation, its kernels [B, 3, 21, 21]); returns device metrics."""
     if adversarial not in self._steps:
       self._steps[adversarial] = self._jit(adversarial)
-    self._loop_state, metrics = self._steps[adversarial](self._loop_state, hr, self._vgg_params)
+    self._loop_state, metrics = self._steps[adversarial](self._loop_state, hr, self._vgg_params,
+                                                         kernels)
     return metrics

@@ -190,7 +190,7 @@ def test_prefetching_iterator_yields_steps_in_order():
   data = _data_config('skimage:chelsea')
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   batches = input_pipeline.TrainBatches(data, 4, seed=0, sharding=sharding)
-  seen = [(step, np.asarray(batch)) for step, batch in batches.iterate(3, 7)]
+  seen = [(step, np.asarray(batch.hr)) for step, batch in batches.iterate(3, 7)]
   assert [s for s, _ in seen] == [3, 4, 5, 6]
   rows = batches.local_batch(4)
   expected = np.stack([_numpy_dihedral(c, t) for c, t in zip(rows.crops, rows.transforms)])

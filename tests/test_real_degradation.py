@@ -1,0 +1,313 @@
+"""Real-ESRGAN's degradation against BasicSR 1.4.2's own functions (tests/basicsr_reference.py).
+
+Each part given the same parameters (and, for noise, the same random draws) as BasicSR's
+function; the whole pipeline against `RealESRGANModel.feed_data` with its draws scripted.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from srgan_jax import blur_kernels, real_degradation as rd
+from tests import basicsr_reference
+
+
+def _torch(x):
+  """[B, H, W, C] numpy -> [B, C, H, W] float32 torch."""
+  import torch
+  return torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(x, np.float32), (0, 3, 1, 2))))
+
+
+def _numpy(t):
+  return np.transpose(t.numpy(), (0, 2, 3, 1))
+
+
+def test_kernels_equal_basicsr_within_1e7():
+  deg = basicsr_reference.load('data/degradations.py')
+  rng = np.random.default_rng(0)
+  worst = {}
+  for _ in range(200):
+    size = int(rng.choice(blur_kernels.SIZES))
+    pad = (21 - size) // 2
+    sx, sy = rng.uniform(0.2, 3, 2)
+    theta, beta, cutoff = rng.uniform(-np.pi, np.pi), rng.uniform(0.5, 4), rng.uniform(np.pi / 5, np.pi)
+    cases = {
+        'iso': (deg.bivariate_Gaussian(size, sx, sx, 0, isotropic=True),
+                blur_kernels.gaussian(size, sx, sx, 0.0)),
+        'aniso': (deg.bivariate_Gaussian(size, sx, sy, theta, isotropic=False),
+                  blur_kernels.gaussian(size, sx, sy, theta)),
+        'generalized': (deg.bivariate_generalized_Gaussian(size, sx, sy, theta, beta, isotropic=False),
+                        blur_kernels.generalized_gaussian(size, sx, sy, theta, beta)),
+        'plateau': (deg.bivariate_plateau(size, sx, sy, theta, beta, isotropic=False),
+                    blur_kernels.plateau(size, sx, sy, theta, beta)),
+        'sinc': (deg.circular_lowpass_kernel(cutoff, size), blur_kernels.sinc(size, cutoff)),
+    }
+    for name, (reference, ours) in cases.items():
+      reference = np.pad(reference, pad)
+      # The float32 the step receives, as BasicSR's torch.FloatTensor(kernel).
+      worst[name] = max(worst.get(name, 0.0), np.abs(ours.astype(np.float32) - reference).max())
+  print('largest |ours - BasicSR| per kernel type:', worst)
+  assert max(worst.values()) < 1e-7, worst
+
+
+def test_row_kernels_are_a_function_of_seed_step_row(tiny_config):
+  config = tiny_config.degradation
+  a = blur_kernels.batch_kernels(config, 0, 5, range(4))
+  assert a.shape == (4, 3, 21, 21) and a.dtype == np.float32
+  np.testing.assert_array_equal(a[2:], blur_kernels.batch_kernels(config, 0, 5, [2, 3]))
+  assert not np.array_equal(a, blur_kernels.batch_kernels(config, 0, 6, range(4)))
+  np.testing.assert_allclose(a.sum(axis=(2, 3)), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize('height,width', [(23, 31), (32, 32), (57, 40)])
+def test_filter2d_equals_basicsr(height, width):
+  img_process = basicsr_reference.load('utils/img_process_util.py')
+  import torch
+  rng = np.random.default_rng(height)
+  images = rng.uniform(size=(3, height, width, 3)).astype(np.float32)
+  kernels = np.stack([blur_kernels.gaussian(21, 2.0, 0.7, 0.3), blur_kernels.sinc(9, 1.5),
+                      blur_kernels.delta()]).astype(np.float32)
+  reference = _numpy(img_process.filter2D(_torch(images), torch.from_numpy(kernels)))
+  # On a larger canvas holding garbage outside the image: the border reflects at the image.
+  canvas = np.full((3, height + 13, width + 7, 3), 7.0, np.float32)
+  canvas[:, :height, :width] = images
+  ours = np.asarray(rd.filter2d(jnp.asarray(canvas), jnp.asarray(kernels), height, width))
+  np.testing.assert_allclose(ours[:, :height, :width], reference, atol=1e-5)
+
+
+def _resize_reference(images, mode, size=None, scale_factor=None):
+  import torch.nn.functional as F
+  return _numpy(F.interpolate(_torch(images), size=size, scale_factor=scale_factor, mode=mode))
+
+
+def test_resize_equals_torch_interpolate_with_sizes_traced():
+  """Every mode, by factor (the first order) and by size (the second and final), over sizes
+  and scales; one compiled function serves them all (sizes, mode and factor are traced)."""
+  canvas = 160
+
+  @jax.jit
+  def resize(images, in_h, in_w, out_h, out_w, mode, inverse_h, inverse_w):
+    return rd.resize(images, (in_h, in_w), (out_h, out_w), (canvas, canvas), mode,
+                     (inverse_h, inverse_w))
+
+  rng = np.random.default_rng(1)
+  worst = {}
+  for height, width in [(24, 24), (37, 50), (96, 64)]:
+    images = rng.uniform(size=(2, height, width, 3)).astype(np.float32)
+    padded = np.full((2, canvas, canvas, 3), -3.0, np.float32)  # Garbage outside the image.
+    padded[:, :height, :width] = images
+    for mode_index, mode in enumerate(rd.RESIZE_MODES):
+      cases = [(None, f) for f in (0.15, 0.3, 0.5, 0.77, 1.0, 1.2, 1.5)]
+      cases += [(size, None) for size in [(7, 9), (height // 4, width // 4), (int(height * 1.3), width)]]
+      for size, factor in cases:
+        reference = _resize_reference(images, mode, size=size, scale_factor=factor)
+        out_h, out_w = reference.shape[1:3]
+        if factor is None:  # By size: PyTorch maps coordinates by in / out.
+          inverse = (np.float32(height) / np.float32(out_h), np.float32(width) / np.float32(out_w))
+        else:  # By factor: by the factor it was given.
+          inverse = (np.float32(1) / np.float32(factor),) * 2
+        ours = np.asarray(resize(padded, height, width, out_h, out_w, mode_index, *inverse))
+        worst[mode] = max(worst.get(mode, 0.0), np.abs(ours[:, :out_h, :out_w] - reference).max())
+        assert not ours[:, out_h:].any() and not ours[:, :, out_w:].any()
+  assert resize._cache_size() == 1
+  print('largest |ours - F.interpolate| per mode:', worst)
+  assert max(worst.values()) < 1e-5
+
+
+def test_gaussian_noise_equals_basicsr_with_the_same_draws():
+  deg = basicsr_reference.load('data/degradations.py')
+  import torch
+  rng = np.random.default_rng(2)
+  images = rng.uniform(size=(4, 19, 26, 3)).astype(np.float32)
+  sigma = np.array([1.0, 7.5, 25.0, 30.0], np.float32)
+  gray = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
+  torch.manual_seed(0)
+  reference = deg.add_gaussian_noise_pt(_torch(images), sigma=torch.from_numpy(sigma),
+                                        gray_noise=torch.from_numpy(gray), clip=True, rounds=False)
+  torch.manual_seed(0)  # The same draws, in BasicSR's order: the gray field, then the colour.
+  gray_field = torch.randn(19, 26).numpy()
+  color_field = _numpy(torch.randn(4, 3, 19, 26))
+  ours = rd.gaussian_noise(jnp.asarray(images), jnp.asarray(sigma), jnp.asarray(gray),
+                           jnp.asarray(color_field), jnp.asarray(gray_field))
+  np.testing.assert_array_equal(np.asarray(ours), _numpy(reference))
+
+
+def test_poisson_noise_equals_basicsr_with_the_same_draws(monkeypatch):
+  deg = basicsr_reference.load('data/degradations.py')
+  import torch
+  rng = np.random.default_rng(3)
+  # Few distinct levels in one sample, all 256 in another: the rate scale differs.
+  images = rng.uniform(size=(3, 20, 24, 3)).astype(np.float32)
+  images[0] = np.round(images[0] * 5) / 5
+  scale = np.array([0.05, 1.0, 3.0], np.float32)
+  gray = np.array([1.0, 0.0, 1.0], np.float32)
+  draws = []
+
+  def poisson(rates):
+    counts = torch.from_numpy(np.random.default_rng(len(draws)).poisson(rates.numpy()).astype(np.float32))
+    draws.append((rates.numpy().copy(), counts.numpy()))
+    return counts
+
+  monkeypatch.setattr(torch, 'poisson', poisson)
+  reference = deg.add_poisson_noise_pt(_torch(images), scale=torch.from_numpy(scale),
+                                       gray_noise=torch.from_numpy(gray), clip=True, rounds=False)
+  (gray_rates, gray_counts), (color_rates, color_counts) = draws  # BasicSR: gray first.
+  seen = []
+
+  def draw(rates):
+    expected, counts = (gray_rates, gray_counts) if rates.shape[-1] == 1 else (color_rates, color_counts)
+    seen.append((rates, np.transpose(expected, (0, 2, 3, 1))))
+    return jnp.asarray(np.transpose(counts, (0, 2, 3, 1)))
+
+  ours = rd.poisson_noise(jnp.asarray(images), jnp.asarray(scale), jnp.asarray(gray),
+                          jnp.ones((1, 20, 24, 1), bool), draw)
+  for rates, expected in seen:  # The same rates (levels x power of two of distinct levels).
+    np.testing.assert_allclose(np.asarray(rates), expected, rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(ours), _numpy(reference))
+
+
+def test_jpeg_equals_diffjpeg_and_reports_libjpeg():
+  diffjpeg = basicsr_reference.load('utils/diffjpeg.py')
+  import cv2
+  import torch
+  from skimage import data
+  photo = data.astronaut()[100:164, 150:218].astype(np.float32) / 255.0  # 64 x 68: padded
+  noisy = np.random.default_rng(4).uniform(size=(64, 68, 3)).astype(np.float32)
+  images = np.stack([photo, photo, noisy, photo])
+  quality = np.array([30.0, 50.0, 72.5, 95.0], np.float32)
+  jpeger = diffjpeg.DiffJPEG(differentiable=False)
+  with torch.no_grad():
+    reference = _numpy(jpeger(_torch(images), quality=torch.from_numpy(quality.copy())))
+  ours = np.asarray(rd.jpeg(jnp.asarray(images), jnp.asarray(quality)))
+  difference = np.abs(ours - reference)
+  within = np.mean(difference <= 1 / 255 + 1e-6)
+  print(f'JPEG vs DiffJPEG: {within:.5f} of values within 1/255, largest {difference.max() * 255:.2f}/255')
+  assert within >= 0.999
+  # DiffJPEG is not libjpeg (float DCT, no table rounding, 2x2 chroma averages): how far.
+  for q in (30, 50, 95):
+    bgr = np.round(photo[..., ::-1] * 255).astype(np.uint8)
+    _, encoded = cv2.imencode('.jpg', bgr, [int(cv2.IMWRITE_JPEG_QUALITY), q])
+    libjpeg = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    ours_q = np.asarray(rd.jpeg(jnp.asarray(photo[None]), jnp.asarray([float(q)])))[0]
+    print(f'quality {q}: mean |DiffJPEG - libjpeg| {np.abs(ours_q - libjpeg).mean() * 255:.2f}/255, '
+          f'PSNR between them {10 * np.log10(1 / np.mean((ours_q - libjpeg) ** 2)):.1f} dB')
+
+
+def test_usm_sharpen_equals_basicsr():
+  img_process = basicsr_reference.load('utils/img_process_util.py')
+  from skimage import data
+  images = np.stack([data.astronaut()[:64, :80], data.coffee()[100:164, 200:280]]).astype(np.float32) / 255
+  sharpener = img_process.USMSharp()
+  np.testing.assert_allclose(rd.usm_kernel(), sharpener.kernel[0].numpy(), atol=1e-9)
+  reference = _numpy(sharpener(_torch(images)))
+  np.testing.assert_allclose(np.asarray(rd.usm_sharpen(jnp.asarray(images))), reference, atol=1e-5)
+
+
+def _feed_data(basicsr_modules):
+  """BasicSR's `RealESRGANModel.feed_data`, compiled from its own source, with its globals."""
+  import ast
+  import importlib.util
+  import os
+  import torch
+  import torch.nn.functional as F
+  deg, img_process, transforms = basicsr_modules
+  root = list(importlib.util.find_spec('basicsr').submodule_search_locations)[0]
+  source = open(os.path.join(root, 'models', 'realesrgan_model.py')).read()
+  model_class = next(node for node in ast.parse(source).body
+                     if isinstance(node, ast.ClassDef) and node.name == 'RealESRGANModel')
+  function = next(node for node in model_class.body
+                  if isinstance(node, ast.FunctionDef) and node.name == 'feed_data')
+  # filter2D views its padded input as [1, B*C, H, W]; with torch 2.13, F.pad keeps the
+  # channels-last strides DiffJPEG's output has and the view fails: make it contiguous
+  # (the same values) before BasicSR's filter2D.
+  namespace = dict(torch=torch, F=F,
+                   filter2D=lambda img, kernel: img_process.filter2D(img.contiguous(), kernel),
+                   random_add_gaussian_noise_pt=deg.random_add_gaussian_noise_pt,
+                   random_add_poisson_noise_pt=deg.random_add_poisson_noise_pt,
+                   paired_random_crop=transforms.paired_random_crop)
+  exec(compile(ast.Module([function], []), 'realesrgan_model.py', 'exec'), namespace)
+  return namespace
+
+
+class _Scripted:
+  """Stands in for feed_data's `random` and `np` modules: returns the scripted draws."""
+
+  def __init__(self, draws):
+    self.draws = list(draws)
+    self.random = self
+
+  def _next(self):
+    return self.draws.pop(0)
+
+  def choices(self, population, weights):
+    return [self._next()]
+
+  def choice(self, population):
+    return self._next()
+
+  def uniform(self, *bounds):
+    return self._next()
+
+
+@pytest.mark.parametrize('resize_first', [True, False])
+def test_pipeline_equals_basicsr_feed_data(tiny_config, resize_first):
+  """The whole second-order pipeline (noise zeroed: its draws are tested above) against
+  feed_data's own code, every per-batch draw scripted, both final orders."""
+  import torch
+  from skimage import data
+  modules = basicsr_reference.load('data/degradations.py', 'utils/img_process_util.py',
+                                   'data/transforms.py')
+  diffjpeg = basicsr_reference.load('utils/diffjpeg.py')
+  namespace = _feed_data(modules)
+  photo = data.astronaut()
+  hr = np.stack([photo[r:r + 96, c:c + 96] for r, c in [(40, 200), (200, 180), (300, 60)]])
+  hr = hr.astype(np.float32) / 255.0
+  config = tiny_config.degradation
+  kernels = blur_kernels.batch_kernels(config, 0, 1, range(3))
+  kernels[0, 2] = blur_kernels.sinc(13, 1.3)  # A final sinc on one sample at least.
+  scale1, mode1, scale2, mode2, final_mode = 0.62, 'bicubic', 1.13, 'bilinear', 'area'
+  draws = ['down', scale1, mode1, 0.9,  # first: resize, then Poisson (uniform() >= 0.5)
+           0.1, 'up', scale2, mode2, 0.1,  # second: blur, resize, Gaussian
+           0.1 if resize_first else 0.9, final_mode]
+  scripted = _Scripted(draws)
+  namespace.update(np=scripted, random=scripted)
+  opt = dict(resize_prob=[0.2, 0.7, 0.1], resize_range=[0.15, 1.5], gray_noise_prob=0.4,
+             gaussian_noise_prob=0.5, noise_range=[0, 0], poisson_scale_range=[0, 0],
+             jpeg_range=[62, 62], second_blur_prob=0.8, resize_prob2=[0.3, 0.4, 0.3],
+             resize_range2=[0.3, 1.2], gray_noise_prob2=0.4, gaussian_noise_prob2=0.5,
+             noise_range2=[0, 0], poisson_scale_range2=[0, 0], jpeg_range2=[45, 45],
+             scale=4, gt_size=96)
+  model = type('Model', (), {})()
+  model.is_train, model.opt, model.device = True, opt, 'cpu'
+  model.jpeger = diffjpeg.DiffJPEG(differentiable=False)
+  model.usm_sharpener = modules[1].USMSharp()
+  model._dequeue_and_enqueue = lambda: None
+  kernel = lambda i: torch.from_numpy(np.ascontiguousarray(kernels[:, i]))
+  namespace['feed_data'](model, {'gt': _torch(hr), 'kernel1': kernel(0), 'kernel2': kernel(1),
+                                 'sinc_kernel': kernel(2)})
+  assert not scripted.draws
+  reference = _numpy(model.lq)
+
+  zeros = jnp.zeros(3, jnp.float32)
+  stage = lambda scale, mode, gaussian, quality: rd.Stage(
+      blur=jnp.bool_(True), resize_scale=jnp.float32(scale),
+      resize_mode=jnp.int32(rd.RESIZE_MODES.index(mode)), gaussian=jnp.bool_(gaussian),
+      noise_sigma=zeros, poisson_scale=zeros, gray_noise=zeros,
+      noise_key=jax.random.PRNGKey(0), jpeg_quality=jnp.full(3, quality, jnp.float32))
+  choices = rd.Choices(
+      first=stage(scale1, mode1, False, 62.0), second=stage(scale2, mode2, True, 45.0),
+      final_resize_first=jnp.bool_(resize_first),
+      final_mode=jnp.int32(rd.RESIZE_MODES.index(final_mode)),
+      final_jpeg_quality=jnp.full(3, 45.0, jnp.float32))
+  lr, target = jax.jit(lambda *args: rd.degrade(*args, config, 4))(
+      jnp.asarray(hr), jnp.asarray(kernels), choices)
+  assert lr.shape == reference.shape == (3, 24, 24, 3)
+  np.testing.assert_allclose(np.asarray(target), _numpy(model.gt_usm), atol=1e-5)
+  difference = np.abs(np.asarray(lr) - reference)
+  within = np.mean(difference <= 1 / 255 + 1e-6)
+  print(f'resize_first={resize_first}: {within:.5f} of LR values within 1/255 of feed_data, '
+        f'largest {difference.max() * 255:.0f}/255')
+  assert within >= 0.999
