@@ -6,6 +6,8 @@ says otherwise; `configs/srresnet.py` and `configs/srgan.py` are the two phases.
 
 import ml_collections
 
+from srgan_jax import real_degradation
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -88,47 +90,13 @@ def get_config() -> ml_collections.ConfigDict:
   # official benchmark LR files, so that training LR looks like test LR.
   config.data.quantize_lr = True
 
-  config.degradation = ml_collections.ConfigDict()
   # How HR crops become LR inside the step: 'bicubic' (the paper: MATLAB bicubic, as the
   # benchmark LR files were made) or 'realesrgan' (Real-ESRGAN's second-order blur, resize,
-  # noise and JPEG, for real photos; srgan_jax.real_degradation). The fields below are
-  # BasicSR's names and train_realesrnet_x4plus.yml's values; a '2' is the second order.
-  config.degradation.kind = 'bicubic'
-  # USM-sharpen HR first (51x51 Gaussian, weight 0.5, threshold 10): the degradation's
-  # input and the training target, as Real-ESRNet's gt_usm.
-  config.degradation.sharpen = True
-  # Blur kernel types iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
-  # plateau_aniso (sizes 7..21 odd, uniform); a sinc instead with sinc_prob.
-  config.degradation.kernel_prob = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
-  config.degradation.blur_sigma = (0.2, 3.0)
-  config.degradation.betag_range = (0.5, 4.0)  # Generalized Gaussian beta.
-  config.degradation.betap_range = (1.0, 2.0)  # Plateau beta.
-  config.degradation.sinc_prob = 0.1
-  # Resize up/down/keep with these probabilities; up U(1, hi), down U(lo, 1) of the range;
-  # mode area, bilinear or bicubic uniformly. Drawn per batch.
-  config.degradation.resize_prob = (0.2, 0.7, 0.1)
-  config.degradation.resize_range = (0.15, 1.5)
-  config.degradation.gaussian_noise_prob = 0.5  # Else Poisson; per batch.
-  config.degradation.noise_range = (1.0, 30.0)  # Gaussian sigma, 0..255 units.
-  config.degradation.poisson_scale_range = (0.05, 3.0)
-  config.degradation.gray_noise_prob = 0.4
-  config.degradation.jpeg_range = (30.0, 95.0)  # Continuous DiffJPEG quality.
-  config.degradation.second_blur_prob = 0.8
-  config.degradation.kernel_prob2 = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
-  config.degradation.blur_sigma2 = (0.2, 1.5)
-  config.degradation.betag_range2 = (0.5, 4.0)
-  config.degradation.betap_range2 = (1.0, 2.0)
-  config.degradation.sinc_prob2 = 0.1
-  config.degradation.resize_prob2 = (0.3, 0.4, 0.3)
-  config.degradation.resize_range2 = (0.3, 1.2)
-  config.degradation.gaussian_noise_prob2 = 0.5
-  config.degradation.noise_range2 = (1.0, 25.0)
-  config.degradation.poisson_scale_range2 = (0.05, 2.5)
-  config.degradation.gray_noise_prob2 = 0.4
-  config.degradation.jpeg_range2 = (30.0, 95.0)
-  # The final sinc filter (else none), around the resize to the LR size; the final resize
-  # and JPEG come in either order with p 0.5.
-  config.degradation.final_sinc_prob = 0.8
+  # noise and JPEG, for real photos). The other fields are that degradation's, with BasicSR's
+  # names and train_realesrnet_x4plus.yml's values, each explained in
+  # srgan_jax/real_degradation.py (DEFAULTS); a '2' is the second order.
+  config.degradation = ml_collections.ConfigDict(
+      {'kind': 'bicubic', **real_degradation.DEFAULTS})
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16  # Global batch (all processes), in HR crops.

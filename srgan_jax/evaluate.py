@@ -38,8 +38,13 @@ from srgan_jax.models import build
 @dataclasses.dataclass
 class EvalImage:
   name: str
-  hr: np.ndarray  # [H, W, 3] uint8, cropped to a multiple of the scale
+  hr: Optional[np.ndarray]  # [H, W, 3] uint8, cropped to a multiple of the scale; None: LR only
   lr: np.ndarray  # [H/s, W/s, 3] uint8
+
+
+# Where a set folder keeps its given LR: the benchmarks' official bicubic files, or any other
+# degradation (`python -m srgan_jax.degrade` writes LR/).
+LR_FOLDERS = ('LR_bicubic', 'LR')
 
 
 def dataset_name(spec: str) -> str:
@@ -49,13 +54,21 @@ def dataset_name(spec: str) -> str:
 
 
 def load_eval_set(spec: str, scale: int, max_images: int = 0) -> list[EvalImage]:
-  """A benchmark folder (HR/ and optional LR_bicubic/X<s>/), an image folder or 'skimage:...'."""
+  """A set folder (HR/ and optional LR_bicubic/X<s>/ or LR/X<s>/; LR alone is scored by
+  the no-reference metrics only), an image folder or 'skimage:...'."""
   root = spec[len('folder:'):] if spec.startswith('folder:') else spec
   hr_dir = os.path.join(root, 'HR')
+  lr_dir = next((d for d in (os.path.join(root, f, f'X{scale}') for f in LR_FOLDERS)
+                 if os.path.isdir(d)), '')
+  if lr_dir and not os.path.isdir(hr_dir):
+    lr_paths = data_sources.list_source(lr_dir)[:max_images or None]
+    if not lr_paths:
+      raise ValueError(f'no images in {lr_dir}')
+    return [EvalImage(os.path.splitext(os.path.basename(p))[0], None, image_io.read_rgb(p))
+            for p in lr_paths]
   paths = data_sources.list_source(hr_dir if os.path.isdir(hr_dir) else spec)
   if not paths:
     raise ValueError(f'no images in evaluation set {spec}')
-  lr_dir = os.path.join(root, 'LR_bicubic', f'X{scale}')
   out = []
   for path in paths[:max_images or None]:
     name = os.path.splitext(os.path.basename(path))[0]
@@ -93,7 +106,8 @@ def evaluate_set(images: list[EvalImage], upscale: Callable[[np.ndarray], np.nda
   rows = []
   for index, item in enumerate(images):
     sr = upscale(item.lr)
-    rows.append({'image': item.name, **scorer(sr, item.hr)})
+    rows.append({'image': item.name, **(scorer(sr, item.hr) if item.hr is not None
+                                         else scorer.without_reference(sr))})
     if on_image:
       on_image(index, item, sr)
   keys = [k for k in rows[0] if k != 'image']
@@ -298,6 +312,10 @@ def main(argv=None) -> int:
     datasets.append(name)
     try:
       images = load_eval_set(spec, scale)
+      if images[0].hr is None and not quality.NO_REFERENCE.intersection(metrics):
+        raise ValueError(f'{spec} has LR images and no HR/: only a no-reference metric '
+                         f'({", ".join(sorted(quality.NO_REFERENCE))}) can score it: add '
+                         f'--metrics=niqe')
     except (OSError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
@@ -320,7 +338,7 @@ def main(argv=None) -> int:
           + ' '.join(f'{k:>9}' for k in metric_keys))
     for s in summaries:
       print(f'{s["dataset"]:<12} {s["method"]:<{width}} {s["n"]:>4} '
-            + ' '.join(f'{s[k]:>9.4f}' for k in metric_keys))
+            + ' '.join(f'{s[k]:>9.4f}' if k in s else f'{"-":>9}' for k in metric_keys))
   for s in summaries:
     print(json.dumps(s))
   return 0

@@ -89,6 +89,10 @@ class LpipsDistance:
     return float(self._apply(self.variables, to_unit(sr), to_unit(hr))[0])
 
 
+# Metrics that score SR alone (a set with LR and no HR gets only these).
+NO_REFERENCE = frozenset({'niqe'})
+
+
 class Scorer:
   """Scores uint8 [H, W, 3] SR against HR with the named metrics, under the protocol.
 
@@ -109,6 +113,12 @@ class Scorer:
     if 'niqe' in self.names:
       pristine = weights.load('niqe_pristine', cache_dir)
       self._niqe = lambda y: niqe_lib.niqe(y, pristine['mu'], pristine['cov'])
+
+  def without_reference(self, sr: np.ndarray) -> dict:
+    """The no-reference metrics among `names` of uint8 [H, W, 3] SR alone (shaved alike)."""
+    s = self.scale
+    sr_y = rgb_to_y(sr[s:-s, s:-s])
+    return {name: self._niqe(sr_y) for name in self.names if name in NO_REFERENCE}
 
   def __call__(self, sr: np.ndarray, hr: np.ndarray) -> dict:
     if sr.shape != hr.shape:

@@ -39,6 +39,46 @@ RESIZE_MODES = ('area', 'bilinear', 'bicubic')  # Drawn uniformly, as BasicSR do
 JPEG_BLOCK = 16  # DiffJPEG pads to 16 (8x8 DCT blocks of 4:2:0 chroma); canvases too.
 HIGHEST = jax.lax.Precision.HIGHEST  # Exact float32 products: results are compared to 1e-5.
 
+# The degradation's settings (`config.degradation`, with `kind`): BasicSR's names, the
+# values of Real-ESRGAN's train_realesrnet_x4plus.yml. A '2' is the second order.
+DEFAULTS = dict(
+    # USM-sharpen HR first (51x51 Gaussian, weight 0.5, threshold 10): the degradation's
+    # input and the training target, as Real-ESRNet's gt_usm.
+    sharpen=True,
+    # Blur kernel types iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
+    # plateau_aniso (sizes 7..21 odd, uniform; `blur_kernels`); a sinc instead with sinc_prob.
+    kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
+    blur_sigma=(0.2, 3.0),
+    betag_range=(0.5, 4.0),  # Generalized Gaussian beta.
+    betap_range=(1.0, 2.0),  # Plateau beta.
+    sinc_prob=0.1,
+    # Resize up / down / keep with these probabilities, up U(1, hi), down U(lo, 1) of the
+    # range; mode area, bilinear or bicubic uniformly. Drawn per batch.
+    resize_prob=(0.2, 0.7, 0.1),
+    resize_range=(0.15, 1.5),
+    gaussian_noise_prob=0.5,  # Else Poisson; per batch.
+    noise_range=(1.0, 30.0),  # Gaussian sigma in 0..255 units, per sample.
+    poisson_scale_range=(0.05, 3.0),
+    gray_noise_prob=0.4,
+    jpeg_range=(30.0, 95.0),  # DiffJPEG quality, continuous, per sample.
+    second_blur_prob=0.8,
+    kernel_prob2=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
+    blur_sigma2=(0.2, 1.5),
+    betag_range2=(0.5, 4.0),
+    betap_range2=(1.0, 2.0),
+    sinc_prob2=0.1,
+    resize_prob2=(0.3, 0.4, 0.3),
+    resize_range2=(0.3, 1.2),
+    gaussian_noise_prob2=0.5,
+    noise_range2=(1.0, 25.0),
+    poisson_scale_range2=(0.05, 2.5),
+    gray_noise_prob2=0.4,
+    jpeg_range2=(30.0, 95.0),
+    # The final sinc filter (else none) after the resize to the LR size; that resize and
+    # the last JPEG come in either order with p 0.5.
+    final_sinc_prob=0.8,
+)
+
 
 def delta_kernel():
   """[21, 21] with 1 at the centre: filtering with it returns the image unchanged."""
@@ -329,13 +369,16 @@ def usm_kernel(radius: int = 51):
   return np.outer(g, g).astype(np.float32)
 
 
-def usm_sharpen(images, weight: float = 0.5, threshold: float = 10, radius: int = 51):
+def usm_sharpen(images, height=None, width=None, weight: float = 0.5, threshold: float = 10,
+                radius: int = 51):
   """BasicSR's `USMSharp`: sharpen where the detail exceeds `threshold` levels.
 
-  images: [B, H, W, C] in [0, 1]; returns the same shape.
+  images: [B, H, W, C] in [0, 1], or a canvas holding height x width at its top-left
+  (traced allowed); returns the same shape.
   """
   kernel = jnp.asarray(usm_kernel(radius))
-  height, width = images.shape[1:3]
+  height = images.shape[1] if height is None else height
+  width = images.shape[2] if width is None else width
   residual = images - filter2d(images, kernel, height, width)
   mask = (jnp.abs(residual) * 255 > threshold).astype(jnp.float32)
   soft_mask = filter2d(mask, kernel, height, width)
@@ -377,7 +420,7 @@ def _draw_stage(key, c, batch: int, second: bool) -> Stage:
                      jnp.float32(1.0)])[updown]
   per_sample = lambda k, lo, hi: jax.random.uniform(k, (batch,), jnp.float32, lo, hi)
   return Stage(
-      blur=(jax.random.uniform(keys[3]) < c.second_blur_prob) if second else jnp.bool_(True),
+      blur=(jax.random.uniform(keys[3]) < c['second_blur_prob']) if second else jnp.bool_(True),
       resize_scale=scale,
       resize_mode=jax.random.randint(keys[4], (), 0, len(RESIZE_MODES)),
       gaussian=jax.random.uniform(keys[5]) < get('gaussian_noise_prob'),
@@ -394,7 +437,7 @@ def draw_choices(key, config, batch: int) -> Choices:
 
   Args:
     key: PRNG key.
-    config: `config.degradation` (realesrgan fields; see configs/default.py).
+    config: `config.degradation` or a dict of its fields (DEFAULTS).
     batch: samples in the batch (the global batch: the draws do not depend on sharding).
   """
   first_key, second_key, order_key, mode_key, jpeg_key = jax.random.split(key, 5)
@@ -404,7 +447,7 @@ def draw_choices(key, config, batch: int) -> Choices:
       final_resize_first=jax.random.uniform(order_key) < 0.5,
       final_mode=jax.random.randint(mode_key, (), 0, len(RESIZE_MODES)),
       final_jpeg_quality=jax.random.uniform(jpeg_key, (batch,), jnp.float32,
-                                            *config.jpeg_range2))
+                                            *config['jpeg_range2']))
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -438,38 +481,44 @@ def _jpeg_canvas(images, quality, height, width):
   return jpeg(jnp.where(valid, jnp.clip(images, 0.0, 1.0), 0.0), quality)
 
 
-def _sizes(length: int, scale, static_high: float):
-  """Traced output length floor(length * scale) (at least 1) and its static bound."""
+def _resized_length(length, scale, canvas: int, high: float):
+  """floor(length * scale) (at least 1), traced, and the static canvas that holds it for
+  any scale up to `high` (rounded up to JPEG blocks)."""
   out = jnp.maximum(jnp.floor(length * scale).astype(jnp.int32), 1)
-  return out, _round_up(max(length, int(math.floor(length * static_high)) + 1), JPEG_BLOCK)
+  return out, _round_up(max(canvas, int(math.floor(canvas * high)) + 1), JPEG_BLOCK)
 
 
-def degrade(hr, kernels, choices: Choices, config, scale: int):
+def degrade(hr, kernels, choices: Choices, config, scale: int, size=None):
   """Real-ESRGAN's degradation of a batch, as BasicSR's `feed_data` computes it.
 
   Args:
-    hr: [B, H, W, 3] float32 in [0, 1]; H and W multiples of `scale`.
+    hr: [B, H, W, 3] float32 in [0, 1]: the HR images, or a canvas holding them at its
+      top-left (see `size`); H and W multiples of `scale`.
     kernels: [B, 3, 21, 21] float32: each sample's first blur, second blur and final
       sinc (`blur_kernels.batch_kernels`).
     choices: `draw_choices(key, config, B)` (or chosen by a test).
-    config: `config.degradation`.
+    config: `config.degradation` or a dict of its fields (DEFAULTS).
     scale: the SR factor.
+    size: (height, width) of the images inside the canvas, multiples of `scale`, traced
+      allowed (one compile serves a set of photos of many sizes); default (H, W).
 
   Returns:
-    (lr, target): lr [B, H/scale, W/scale, 3] float32 on uint8 levels (k / 255); target
-    [B, H, W, 3], the HR the model should produce (USM-sharpened when config.sharpen).
+    (lr, target): lr [B, H/scale, W/scale, 3] float32 on uint8 levels (k / 255), the LR of
+    the top-left size / scale; target [B, H, W, 3], the HR the model should produce
+    (USM-sharpened when config.sharpen).
   """
-  batch, height, width, _ = hr.shape
+  _, canvas_h, canvas_w, _ = hr.shape
+  height, width = size if size is not None else (canvas_h, canvas_w)
   out_h, out_w = height // scale, width // scale
-  target = usm_sharpen(hr) if config.sharpen else hr
+  target = usm_sharpen(hr, height, width) if config['sharpen'] else hr
 
   # The first order, on the HR grid.
   first = choices.first
   x = filter2d(target, kernels[:, 0], height, width)
-  h1, canvas_h = _sizes(height, first.resize_scale, config.resize_range[1])
-  w1, canvas_w = _sizes(width, first.resize_scale, config.resize_range[1])
+  h1, canvas_h1 = _resized_length(height, first.resize_scale, canvas_h, config['resize_range'][1])
+  w1, canvas_w1 = _resized_length(width, first.resize_scale, canvas_w, config['resize_range'][1])
   inverse = 1.0 / first.resize_scale  # PyTorch maps coordinates by the factor it is given.
-  x = resize(x, (height, width), (h1, w1), (canvas_h, canvas_w), first.resize_mode,
+  x = resize(x, (height, width), (h1, w1), (canvas_h1, canvas_w1), first.resize_mode,
              (inverse, inverse))
   x = _noise(x, first, h1, w1)
   x = _jpeg_canvas(x, first.jpeg_quality, h1, w1)
@@ -478,13 +527,16 @@ def degrade(hr, kernels, choices: Choices, config, scale: int):
   second = choices.second
   kernel = jnp.where(second.blur, kernels[:, 1], delta_kernel())
   x = filter2d(x, kernel, h1, w1)
-  h2, canvas_h2 = _sizes(out_h, second.resize_scale, config.resize_range2[1])
-  w2, canvas_w2 = _sizes(out_w, second.resize_scale, config.resize_range2[1])
+  lr_canvas = (canvas_h // scale, canvas_w // scale)
+  h2, canvas_h2 = _resized_length(out_h, second.resize_scale, lr_canvas[0],
+                                  config['resize_range2'][1])
+  w2, canvas_w2 = _resized_length(out_w, second.resize_scale, lr_canvas[1],
+                                  config['resize_range2'][1])
   x = resize(x, (h1, w1), (h2, w2), (canvas_h2, canvas_w2), second.resize_mode)
   x = _noise(x, second, h2, w2)
 
   def resize_and_sinc(x):
-    x = resize(x, (h2, w2), (out_h, out_w), (out_h, out_w), choices.final_mode)
+    x = resize(x, (h2, w2), (out_h, out_w), lr_canvas, choices.final_mode)
     return filter2d(x, kernels[:, 2], out_h, out_w)
 
   def resize_sinc_jpeg(x):

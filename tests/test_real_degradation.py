@@ -4,6 +4,7 @@ Each part given the same parameters (and, for noise, the same random draws) as B
 function; the whole pipeline against `RealESRGANModel.feed_data` with its draws scripted.
 """
 
+import json
 import math
 
 import jax
@@ -311,3 +312,128 @@ def test_pipeline_equals_basicsr_feed_data(tiny_config, resize_first):
   print(f'resize_first={resize_first}: {within:.5f} of LR values within 1/255 of feed_data, '
         f'largest {difference.max() * 255:.0f}/255')
   assert within >= 0.999
+  # The same images at the top-left of a larger canvas, their size traced (how a set of
+  # photos of many sizes is degraded under one compile): the same LR.
+  canvas = np.zeros((3, 128, 112, 3), np.float32)
+  canvas[:, :96, :96] = hr
+  on_canvas, _ = jax.jit(lambda hr, kernels, choices, size: rd.degrade(
+      hr, kernels, choices, config, 4, size))(jnp.asarray(canvas), jnp.asarray(kernels), choices,
+                                              (jnp.int32(96), jnp.int32(96)))
+  assert on_canvas.shape == (3, 32, 28, 3)
+  np.testing.assert_allclose(np.asarray(on_canvas)[:, :24, :24], np.asarray(lr), atol=1.01 / 255)
+  assert np.mean(np.asarray(on_canvas)[:, :24, :24] == np.asarray(lr)) > 0.999
+
+
+def test_realesrgan_step_compiles_once_over_50_steps_of_random_scales(tiny_config):
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from srgan_jax import input_pipeline, train_step
+  from srgan_jax.models import build
+  tiny_config.degradation.kind = 'realesrgan'
+  mesh = train_step.make_mesh()
+  batches = input_pipeline.TrainBatches(tiny_config.data, 8, 0, NamedSharding(mesh, P('data')),
+                                        tiny_config.degradation)
+  compiled = train_step.CompiledStep(tiny_config, build.build_models(tiny_config), mesh)
+  compiled.init(jax.random.PRNGKey(0))
+  rng = compiled.state.rng
+  sizes = set()
+  for step, batch in batches.iterate(0, 50):
+    assert batch.kernels.shape == (8, 3, 21, 21)
+    metrics = compiled(batch.hr, kernels=batch.kernels)
+    choices = rd.draw_choices(jax.random.fold_in(rng, step), tiny_config.degradation, 8)
+    sizes.add((int(math.floor(32 * float(choices.first.resize_scale))),
+               int(8 * float(choices.second.resize_scale))))
+  assert np.isfinite(float(metrics['g_loss']))
+  assert len(sizes) >= 20, sizes  # Many intermediate sizes...
+  assert compiled._steps[False]._cache_size() == 1  # ...one compiled step.
+
+
+def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_path):
+  """SIGKILL while checkpointing every step, resume, and compare with a run never stopped:
+  the LR of every step (kernels from (seed, step, row), the rest from the step's key) and
+  hence the parameters are the same."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  from srgan_jax import run_folder, train
+  from tests.conftest import REPO, run_python
+  killed = tmp_path / 'killed'
+  args = ['main.py', '--config=configs/test.py', f'--workdir={killed}', '--config.eval.sets=()',
+          '--config.degradation.kind=realesrgan', '--config.train.log_every_steps=1',
+          '--config.train.checkpoint_every_steps=1', '--config.train.image_every_steps=0',
+          '--config.train.keep_checkpoints=2']
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  process = subprocess.Popen([sys.executable, *args, '--config.train.num_steps=100000'], cwd=REPO,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 300
+    metrics = killed / 'metrics.jsonl'
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+      assert process.poll() is None and time.monotonic() < deadline
+      time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+  finally:
+    process.kill()
+  latest = max(int(s) for s in os.listdir(killed / 'checkpoints') if s.isdigit())
+  final = latest + 2
+  resumed = run_python([*args, f'--config.train.num_steps={final}'])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+  tiny_config.eval.sets = ()
+  tiny_config.degradation.kind = 'realesrgan'
+  tiny_config.train.num_steps = final
+  tiny_config.train.image_every_steps = 0
+  train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
+  (a, step_a), (b, step_b) = (run_folder.restore_raw(str(tmp_path / name)) for name in ('killed', 'straight'))
+  assert step_a == step_b == final
+  for x, y in zip(jax.tree.leaves(a['g_params']), jax.tree.leaves(b['g_params'])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, capsys):
+  """`python -m srgan_jax.degrade` (in process): a set folder evaluate reads; the same seed
+  gives the same files; a set of LR alone is scored by NIQE only."""
+  import filecmp
+  import os
+  import shutil
+  from skimage import data
+  from srgan_jax import degrade, evaluate, images, weights
+  from tests.conftest import require_shared_data
+  hr = tmp_path / 'hr'
+  hr.mkdir()
+  images.save_png(str(hr / 'astronaut.png'), data.astronaut()[:240, :400])
+  images.save_png(str(hr / 'coffee.png'), data.coffee()[:70, :83])  # Cropped to 68 x 80.
+  (hr / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not an image')
+  assert degrade.main([f'--data={hr}', f'--output={tmp_path}/a', '--seed=0']) == 0
+  assert degrade.main([f'--data={hr}', f'--output={tmp_path}/b', '--seed=0']) == 0
+  for name in ('HR/astronaut.png', 'HR/coffee.png', 'LR/X4/astronautx4.png', 'LR/X4/coffeex4.png'):
+    assert filecmp.cmp(tmp_path / 'a' / name, tmp_path / 'b' / name, shallow=False), name
+  manifest = json.loads((tmp_path / 'a' / 'degradation.json').read_text())
+  assert manifest['seed'] == 0 and manifest['settings']['jpeg_range2'] == [30.0, 95.0]
+  assert [i['lr'] for i in manifest['images']] == [[60, 100], [17, 20]]
+  assert [s['image'] for s in manifest['skipped']] == ['broken.png']
+  lr = images.read_rgb(str(tmp_path / 'a' / 'LR' / 'X4' / 'astronautx4.png'))
+  bicubic = evaluate.degradation.resize_numpy(data.astronaut()[:240, :400], 0.25)
+  assert lr.shape == bicubic.shape and np.abs(lr.astype(int) - bicubic).mean() > 2
+
+  assert evaluate.main([f'--data={tmp_path}/a', '--method=bicubic']) == 0
+  row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert row['n'] == 2 and 10 < row['psnr_y'] < 40
+
+  lr_only = tmp_path / 'lr_only'
+  (lr_only / 'LR' / 'X4').mkdir(parents=True)  # The image large enough for NIQE's blocks.
+  shutil.copy(tmp_path / 'a' / 'LR' / 'X4' / 'astronautx4.png', lr_only / 'LR' / 'X4')
+  assert evaluate.main([f'--data={lr_only}', '--method=bicubic']) == 1
+  assert 'has LR images and no HR/' in capsys.readouterr().err
+  folder = require_shared_data('metrics', 'niqe')
+  cache = tmp_path / 'cache'
+  weights.save(weights.converted_path('niqe_pristine', str(cache)),
+               weights.read_niqe_pristine(os.path.join(folder, 'niqe_pris_params.npz')),
+               'niqe_pristine')
+  assert evaluate.main([f'--data={lr_only}', '--method=bicubic', '--metrics=psnr_y,niqe',
+                        f'--cache_dir={cache}']) == 0
+  row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert set(row) >= {'niqe'} and 'psnr_y' not in row and np.isfinite(row['niqe'])
