@@ -9,13 +9,16 @@ blocking on the results. MFU = analytic FLOPs (benchmarks/README.md) / time / pe
 With --torch, the PyTorch model of the same architecture and step
 (benchmarks/torch_reference.py) is timed in the same run and the ratio printed;
 --torch_compile times it under torch.compile(mode="reduce-overhead") (CUDA graphs), its
-fastest form on a GPU. --output_convs times each form of G's output conv, and
+fastest form on a GPU. --degradations=bicubic,realesrgan times the step with each LR
+synthesis, and for the real-world one its degradation alone (its share of the step),
+--output_convs times each form of G's output conv, and
 --state_forms the state packed into one array per dtype against its pytree (what the
 compiled step chooses by backend). --profile=DIR writes a `jax.profiler` trace of a few
 steps of each variant, to open in XProf or TensorBoard.
 """
 
 import argparse
+import functools
 import itertools
 import os
 import sys
@@ -27,12 +30,14 @@ import numpy as np
 
 from benchmarks import common
 from configs import default
-from srgan_jax import train_step
+from srgan_jax import blur_kernels, train_step
 from srgan_jax.models import build, vgg
 
 
-def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str):
+def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str,
+                degradation: str = 'bicubic'):
   config = default.get_config()
+  config.degradation.kind = degradation
   config.generator.output_conv = output_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
@@ -58,11 +63,25 @@ class StepRunner:
     self.step.init(jax.random.PRNGKey(0))
     hr = np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8)
     self.hr = jax.device_put(hr, self.step.batch_sharding)
+    self.kernels = None
+    if config.degradation.kind == 'realesrgan':  # The host's kernels, made once.
+      self.kernels = jax.device_put(blur_kernels.batch_kernels(config.degradation, 0, 0,
+                                                               range(batch)),
+                                    self.step.batch_sharding)
     self.metrics = None
+    self.config = config
 
   def __call__(self):
-    self.metrics = self.step(self.hr, self.adversarial)
+    self.metrics = self.step(self.hr, self.adversarial, kernels=self.kernels)
     return self.metrics
+
+  def degradation_seconds(self, warmup: int, iters: int) -> float:
+    """Seconds per call of the step's degradation alone (a new key per call, as the step's
+    draws change per step)."""
+    degrade = jax.jit(functools.partial(train_step.degrade, self.config))
+    calls = itertools.count()
+    return common.time_calls(
+        lambda: degrade(jax.random.PRNGKey(next(calls)), self.hr, self.kernels), warmup, iters)
 
 
 STATE_FORMS = {'auto': None, 'packed': True, 'tree': False}
@@ -78,6 +97,9 @@ def main():
   parser.add_argument('--output_convs', default='subpixel4',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
+  parser.add_argument('--degradations', default='bicubic',
+                      help='comma list of config.degradation.kind: bicubic, realesrgan '
+                           '(then the degradation alone is timed too, and its share printed)')
   parser.add_argument('--state_forms', default='auto',
                       help='comma list: auto (the compiled step\'s choice here), packed, tree')
   parser.add_argument('--warmup', type=int, default=3,
@@ -99,10 +121,10 @@ def main():
     parser.error(f'--state_forms takes {sorted(STATE_FORMS)}, got {args.state_forms!r}')
 
   torch_seconds = {}  # (model, batch, dtype) -> seconds: one reference per JAX variant set.
-  for model, batch, dtype, output_conv, form in itertools.product(
+  for model, batch, dtype, output_conv, form, kind in itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
-      args.output_convs.split(','), forms):
-    config = step_config(model, batch, dtype, args.crop, output_conv)
+      args.output_convs.split(','), forms, args.degradations.split(',')):
+    config = step_config(model, batch, dtype, args.crop, output_conv, kind)
     runner = StepRunner(config, model, STATE_FORMS[form])
     seconds = common.time_calls(runner, args.warmup, args.iters)
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
@@ -110,13 +132,17 @@ def main():
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv,
            'state_form': 'packed' if runner.step.packed else 'tree',
-           'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
+           'degradation': kind, 'ms_per_step': 1e3 * seconds, 'images_per_s': batch / seconds,
            'tflops': per_image * batch / seconds / 1e12,
            # The same seed, batch and step count in every run: a form that changes the
            # numerics shows here, not only in the time.
            'g_loss_last_step': float(runner.metrics['g_loss'])}
     if args.peak_tflops:
       row['mfu'] = row['tflops'] / args.peak_tflops
+    if kind != 'bicubic':
+      degradation_seconds = runner.degradation_seconds(args.warmup, args.iters)
+      row['degradation_ms'] = 1e3 * degradation_seconds
+      row['degradation_share_of_step'] = degradation_seconds / seconds
     if args.torch:
       from benchmarks import torch_reference
       key = (model, batch, dtype)

@@ -437,3 +437,21 @@ def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, c
                         f'--cache_dir={cache}']) == 0
   row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert set(row) >= {'niqe'} and 'psnr_y' not in row and np.isfinite(row['niqe'])
+
+
+def test_real_configs_and_a_wrong_kind():
+  from configs import real_srgan_mse_291, real_srresnet_291, srgan_mse_291
+  from srgan_jax import train_step
+  for module in (real_srresnet_291, real_srgan_mse_291):
+    config = module.get_config()
+    assert config.degradation.kind == 'realesrgan' and config.loss.content == 'pixel'
+    assert config.degradation.jpeg_range == rd.DEFAULTS['jpeg_range']
+  assert real_srgan_mse_291.get_config().loss.adversarial_weight == \
+      srgan_mse_291.get_config().loss.adversarial_weight > 0
+  config = real_srresnet_291.get_config()
+  hr = jnp.zeros((2, 32, 32, 3), jnp.uint8)
+  with pytest.raises(ValueError, match='needs each batch.s blur kernels'):
+    train_step.degrade(config, jax.random.PRNGKey(0), hr, None)
+  config.degradation.kind = 'jpeg'
+  with pytest.raises(ValueError, match="kind must be 'bicubic' or 'realesrgan', got 'jpeg'"):
+    train_step.degrade(config, jax.random.PRNGKey(0), hr, None)
