@@ -77,6 +77,10 @@ DEFAULTS = dict(
     # The final sinc filter (else none) after the resize to the LR size; that resize and
     # the last JPEG come in either order with p 0.5.
     final_sinc_prob=0.8,
+    # Real-ESRGAN's pool of past training pairs (it keeps 180 per GPU): each step trains on
+    # B pairs drawn from it, so one batch mixes several batches' scales and modes. A
+    # multiple of the global batch; 0: off. Part of the train state (checkpointed).
+    pool_size=0,
 )
 
 

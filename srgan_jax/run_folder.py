@@ -210,16 +210,23 @@ def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any
           f'--workdir with --config.init_from={os.path.dirname(directory)}')
     raise ValueError(f'checkpoint step {step} in {directory} holds another {key} layout '
                      f'(extra {extra[:3]}, missing {missing[:3]}): use another --workdir')
+  # A field with no arrays that the checkpoint lacks (the training pair pool when off, in a
+  # checkpoint written before it existed) keeps its empty value; the rest is restored.
+  fields = {name: getattr(abstract_state, name) for name in abstract_state.__dataclass_fields__
+            if abstract_state.__dataclass_fields__[name].metadata.get('pytree_node', True)}
+  target = {name: value for name, value in fields.items()
+            if name in saved or jax.tree.leaves(value)}
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # Shapes were checked against config.json: the files are damaged.
     raise unreadable_checkpoint(directory, step, e) from e
+  return abstract_state.replace(**restored)
 
 
 # Fields that decide the shapes in a checkpoint: a resumed run must keep them.
 _SHAPE_FIELDS = ('generator.num_blocks', 'generator.features', 'generator.scale',
                  'discriminator.features', 'discriminator.dense_features',
-                 'loss.adversarial_weight', 'data.hr_crop_size')
+                 'loss.adversarial_weight', 'data.hr_crop_size', 'degradation.pool_size')
 
 
 def check_resumable(config, workdir: str):
@@ -230,7 +237,8 @@ def check_resumable(config, workdir: str):
   saved = load_config(workdir)
   for field in _SHAPE_FIELDS:
     section, key = field.split('.')
-    old, new = saved[section].get(key), config[section][key]
+    # A field that an earlier version's config.json lacks had its default's meaning then.
+    old, new = saved.get(section, {}).get(key, 0), config[section].get(key, 0)
     if isinstance(old, (list, tuple)):
       old, new = list(old), list(new)
     if field == 'loss.adversarial_weight':

@@ -42,6 +42,9 @@ class TrainState:
   d_params: Any
   d_batch_stats: Any
   d_opt_state: Any
+  # Real-ESRGAN's pool of past training pairs ({} when config.degradation.pool_size is 0):
+  # {'lr': [P, h, w, 3], 'target': [P, H, W, 3] float32, 'filled': int32 pairs held}.
+  pool: Any
   g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
@@ -76,7 +79,52 @@ def init_state(config, models: build.Models, rng: jax.Array) -> TrainState:
       g_params=g_vars['params'], g_batch_stats=g_vars['batch_stats'],
       g_ema_params=g_vars['params'], g_opt_state=g_tx.init(g_vars['params']),
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_opt_state,
-      g_tx=g_tx, d_tx=d_tx)
+      pool=empty_pool(config), g_tx=g_tx, d_tx=d_tx)
+
+
+def pool_size(config) -> int:
+  """Pairs in the training pair pool: config.degradation.pool_size with the real-world
+  degradation (a multiple of the global batch), else 0."""
+  size = config.degradation.get('pool_size', 0) if config.degradation.kind == 'realesrgan' else 0
+  if size % config.train.batch_size:
+    raise ValueError(f'config.degradation.pool_size={size} must be a multiple of '
+                     f'config.train.batch_size={config.train.batch_size}')
+  return size
+
+
+def empty_pool(config) -> dict:
+  size = pool_size(config)
+  if not size:
+    return {}
+  crop, scale = config.data.hr_crop_size, config.generator.scale
+  return {'lr': jnp.zeros((size, crop // scale, crop // scale, 3), jnp.float32),
+          'target': jnp.zeros((size, crop, crop, 3), jnp.float32),
+          'filled': jnp.zeros((), jnp.int32)}
+
+
+def exchange_with_pool(pool: dict, lr, target, key):
+  """Real-ESRGAN's training pair pool (`_dequeue_and_enqueue`): one batch's degradation
+  shares its random scale and modes, so pairs are mixed across batches. Until the pool is
+  full, the batch enters it in order and trains as drawn; then the pool is shuffled, its
+  first B pairs train, and the batch's pairs take their places.
+
+  Returns (pool, lr, target) of the same shapes.
+  """
+  batch, size = lr.shape[0], pool['lr'].shape[0]
+
+  def fill(pool):
+    start = pool['filled']
+    return ({'lr': jax.lax.dynamic_update_slice_in_dim(pool['lr'], lr, start, 0),
+             'target': jax.lax.dynamic_update_slice_in_dim(pool['target'], target, start, 0),
+             'filled': start + batch}, lr, target)
+
+  def swap(pool):
+    order = jax.random.permutation(key, size)
+    held_lr, held_target = pool['lr'][order], pool['target'][order]
+    return ({'lr': held_lr.at[:batch].set(lr), 'target': held_target.at[:batch].set(target),
+             'filled': pool['filled']}, held_lr[:batch], held_target[:batch])
+
+  return jax.lax.cond(pool['filled'] >= size, swap, fill, pool)
 
 
 def degrade(config, key: jax.Array, hr_uint8: jax.Array, kernels: Optional[jax.Array]):
@@ -131,7 +179,11 @@ def make_train_step(config, models: build.Models, adversarial: bool,
 
   def step_fn(state: TrainState, hr_uint8: jax.Array, vgg_params, kernels=None):
     # `hr` is the target: the HR crop, or its sharpened form (real-world degradation).
-    lr, hr = degrade(config, jax.random.fold_in(state.rng, state.step), hr_uint8, kernels)
+    step_key = jax.random.fold_in(state.rng, state.step)
+    lr, hr = degrade(config, step_key, hr_uint8, kernels)
+    pool = state.pool
+    if pool:
+      pool, lr, hr = exchange_with_pool(pool, lr, hr, jax.random.fold_in(step_key, 1))
 
     def g_forward(g_params):
       sr, updates = generator.apply(
@@ -196,7 +248,7 @@ def make_train_step(config, models: build.Models, adversarial: bool,
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
         g_ema_params=g_ema_params, g_opt_state=g_opt_state, d_params=d_params,
-        d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+        d_batch_stats=d_batch_stats, d_opt_state=d_opt_state, pool=pool)
     return new_state, metrics
 
   return step_fn

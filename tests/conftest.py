@@ -54,6 +54,34 @@ def run_python(args, env_extra=None, timeout=600, cwd=REPO):
                         text=True, timeout=timeout)
 
 
+def killed_training_run(workdir, extra_args=(), log_lines: int = 6, timeout: float = 300) -> list:
+  """Starts main.py on configs/test.py (checkpoints every step) in `workdir`, SIGKILLs it
+  (no chance to clean up) once metrics.jsonl has `log_lines` lines, and returns the
+  arguments that continue it (add --config.train.num_steps)."""
+  import signal
+  import time
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  args = ['main.py', '--config=configs/test.py', f'--workdir={workdir}', '--config.eval.sets=()',
+          '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=1',
+          '--config.train.image_every_steps=0', '--config.train.keep_checkpoints=2',
+          *extra_args]
+  process = subprocess.Popen([sys.executable, *args, '--config.train.num_steps=100000'],
+                             cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + timeout
+    metrics = os.path.join(workdir, 'metrics.jsonl')
+    while not (os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= log_lines):
+      assert process.poll() is None and time.monotonic() < deadline
+      time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+  finally:
+    process.kill()
+  return args
+
+
 def write_png16(path, array):
   """Writes [H, W, C] uint16 (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as a 16-bit PNG,
   byte by byte from the PNG specification (big-endian samples, filter 0 on every row), so

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from srgan_jax import run_folder, upscale
-from tests.conftest import REPO, png_header, run_python
+from tests.conftest import REPO, killed_training_run, png_header, run_python
 
 
 @pytest.fixture(scope='module')
@@ -244,27 +244,7 @@ def test_example_script_upscales_a_file(trained_run, tmp_path):
 
 def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
   """SIGKILL (no chance to clean up) while checkpoints are being written every step."""
-  import signal
-  import subprocess
-  import sys
-  import time
-  env = dict(os.environ, PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)
-  args = ['main.py', '--config=configs/test.py', f'--workdir={tmp_path}', '--config.eval.sets=()',
-          '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=1',
-          '--config.train.image_every_steps=0', '--config.train.keep_checkpoints=2']
-  proc = subprocess.Popen([sys.executable, *args, '--config.train.num_steps=100000'], cwd=REPO,
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.monotonic() + 240
-    metrics = tmp_path / 'metrics.jsonl'
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 6):
-      assert proc.poll() is None and time.monotonic() < deadline
-      time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-  finally:
-    proc.kill()
+  args = killed_training_run(tmp_path, log_lines=6)
   complete = [int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]
   assert complete, 'no checkpoint survived'
   latest = max(complete)

@@ -347,36 +347,39 @@ def test_realesrgan_step_compiles_once_over_50_steps_of_random_scales(tiny_confi
   assert compiled._steps[False]._cache_size() == 1  # ...one compiled step.
 
 
+def test_training_pair_pool_fills_then_swaps():
+  from srgan_jax import train_step
+  pool = {'lr': jnp.zeros((4, 1)), 'target': jnp.zeros((4, 2)), 'filled': jnp.int32(0)}
+  batch = lambda v: (jnp.full((2, 1), v), jnp.full((2, 2), v))
+  exchange = jax.jit(train_step.exchange_with_pool)
+  for value in (1.0, 2.0):  # Filling: the batch trains as drawn and enters in order.
+    pool, lr, target = exchange(pool, *batch(value), jax.random.PRNGKey(0))
+    assert (np.asarray(lr) == value).all() and (np.asarray(target) == value).all()
+  np.testing.assert_array_equal(np.asarray(pool['lr'])[:, 0], [1, 1, 2, 2])
+  pool, lr, target = exchange(pool, *batch(3.0), jax.random.PRNGKey(5))  # Full: swap.
+  assert int(pool['filled']) == 4
+  trained = sorted(np.asarray(lr)[:, 0])
+  assert set(trained) <= {1.0, 2.0}
+  np.testing.assert_array_equal(np.asarray(target)[:, 0], np.asarray(lr)[:, 0])
+  held = sorted(np.asarray(pool['lr'])[:, 0])
+  assert sorted(held + trained) == [1, 1, 2, 2, 3, 3]  # Nothing lost, nothing doubled.
+  config = __import__('configs.test', fromlist=['get_config']).get_config()
+  config.degradation.kind, config.degradation.pool_size = 'realesrgan', 12
+  with pytest.raises(ValueError, match='pool_size=12 must be a multiple of .*batch_size=8'):
+    train_step.empty_pool(config)
+
+
 def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_path):
   """SIGKILL while checkpointing every step, resume, and compare with a run never stopped:
   the LR of every step (kernels from (seed, step, row), the rest from the step's key) and
-  hence the parameters are the same."""
+  the training pair pool (two batches: swapping from step 3) are the same, hence the
+  parameters."""
   import os
-  import signal
-  import subprocess
-  import sys
-  import time
   from srgan_jax import run_folder, train
-  from tests.conftest import REPO, run_python
+  from tests.conftest import killed_training_run, run_python
   killed = tmp_path / 'killed'
-  args = ['main.py', '--config=configs/test.py', f'--workdir={killed}', '--config.eval.sets=()',
-          '--config.degradation.kind=realesrgan', '--config.train.log_every_steps=1',
-          '--config.train.checkpoint_every_steps=1', '--config.train.image_every_steps=0',
-          '--config.train.keep_checkpoints=2']
-  env = dict(os.environ, PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)
-  process = subprocess.Popen([sys.executable, *args, '--config.train.num_steps=100000'], cwd=REPO,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.monotonic() + 300
-    metrics = killed / 'metrics.jsonl'
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-      assert process.poll() is None and time.monotonic() < deadline
-      time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-  finally:
-    process.kill()
+  args = killed_training_run(killed, ['--config.degradation.kind=realesrgan',
+                                      '--config.degradation.pool_size=16'], log_lines=2)
   latest = max(int(s) for s in os.listdir(killed / 'checkpoints') if s.isdigit())
   final = latest + 2
   resumed = run_python([*args, f'--config.train.num_steps={final}'])
@@ -384,13 +387,16 @@ def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_p
 
   tiny_config.eval.sets = ()
   tiny_config.degradation.kind = 'realesrgan'
+  tiny_config.degradation.pool_size = 16
   tiny_config.train.num_steps = final
   tiny_config.train.image_every_steps = 0
   train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
   (a, step_a), (b, step_b) = (run_folder.restore_raw(str(tmp_path / name)) for name in ('killed', 'straight'))
   assert step_a == step_b == final
-  for x, y in zip(jax.tree.leaves(a['g_params']), jax.tree.leaves(b['g_params'])):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert int(a['pool']['filled']) == 16 and a['pool']['target'].shape == (16, 32, 32, 3)
+  for key in ('g_params', 'pool'):
+    for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, capsys):
