@@ -8,8 +8,8 @@ and degraded inside the step by Real-ESRGAN's second-order blur, resize, noise a
 kernels drawn in the data workers. Evaluated on Set5 and Set14's bicubic LR like the paper's
 model; to score it on degraded inputs, write a degraded set once and add it:
   python -m srgan_jax.degrade --data=../shared/data/sr_benchmarks/Set14 --seed=0 \
-      --output=sets/Set14_realesrgan
-  ... --config.eval.sets="('../shared/data/sr_benchmarks/Set14', 'sets/Set14_realesrgan')"
+      --output=runs/Set14_realesrgan
+  ... --config.eval.sets="('../shared/data/sr_benchmarks/Set14', 'runs/Set14_realesrgan')"
 """
 
 from configs import srresnet_291

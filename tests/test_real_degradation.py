@@ -379,7 +379,7 @@ def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_p
   from tests.conftest import killed_training_run, run_python
   killed = tmp_path / 'killed'
   args = killed_training_run(killed, ['--config.degradation.kind=realesrgan',
-                                      '--config.degradation.pool_size=16'], log_lines=2)
+                                      '--config.degradation.pool_size=16'], log_lines=4)
   latest = max(int(s) for s in os.listdir(killed / 'checkpoints') if s.isdigit())
   final = latest + 2
   resumed = run_python([*args, f'--config.train.num_steps={final}'])
