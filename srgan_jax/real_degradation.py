@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KERNEL_GRID = 21  # Blur and sinc kernels (`blur_kernels`) are 21x21.
+from srgan_jax import blur_kernels
+
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')  # Drawn uniformly, as BasicSR does.
 JPEG_BLOCK = 16  # DiffJPEG pads to 16 (8x8 DCT blocks of 4:2:0 chroma); canvases too.
 HIGHEST = jax.lax.Precision.HIGHEST  # Exact float32 products: results are compared to 1e-5.
@@ -84,11 +85,6 @@ DEFAULTS = dict(
 )
 
 
-def delta_kernel():
-  """[21, 21] with 1 at the centre: filtering with it returns the image unchanged."""
-  return jnp.zeros((KERNEL_GRID, KERNEL_GRID), jnp.float32).at[10, 10].set(1.0)
-
-
 def _uniform(key, low, high):
   return jax.random.uniform(key, (), jnp.float32, low, high)
 
@@ -125,9 +121,10 @@ def filter2d(images, kernels, height, width):
   padded = jnp.moveaxis(images[:, rows][:, :, cols], 3, 1)  # [B, C, Hp, Wp]
   size = padded.shape[2:]
   # Circular correlation over (Hp, Wp) wraps only into outputs past the canvas.
-  spectrum = jnp.fft.rfft2(padded) * jnp.conj(jnp.fft.rfft2(kernels, s=size))[..., None, :, :] \
-      if kernels.ndim == 3 else jnp.fft.rfft2(padded) * jnp.conj(jnp.fft.rfft2(kernels, s=size))
-  out = jnp.fft.irfft2(spectrum, s=size)[:, :, :canvas_h, :canvas_w]
+  kernel_spectrum = jnp.conj(jnp.fft.rfft2(kernels, s=size))
+  if kernels.ndim == 3:  # One kernel per sample: the same for its channels.
+    kernel_spectrum = kernel_spectrum[:, None]
+  out = jnp.fft.irfft2(jnp.fft.rfft2(padded) * kernel_spectrum, s=size)[:, :, :canvas_h, :canvas_w]
   return jnp.moveaxis(out, 1, 3)
 
 
@@ -529,7 +526,7 @@ def degrade(hr, kernels, choices: Choices, config, scale: int, size=None):
 
   # The second order, towards the LR grid.
   second = choices.second
-  kernel = jnp.where(second.blur, kernels[:, 1], delta_kernel())
+  kernel = jnp.where(second.blur, kernels[:, 1], blur_kernels.delta().astype(np.float32))
   x = filter2d(x, kernel, h1, w1)
   lr_canvas = (canvas_h // scale, canvas_w // scale)
   h2, canvas_h2 = _resized_length(out_h, second.resize_scale, lr_canvas[0],

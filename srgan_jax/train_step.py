@@ -85,7 +85,7 @@ def init_state(config, models: build.Models, rng: jax.Array) -> TrainState:
 def pool_size(config) -> int:
   """Pairs in the training pair pool: config.degradation.pool_size with the real-world
   degradation (a multiple of the global batch), else 0."""
-  size = config.degradation.get('pool_size', 0) if config.degradation.kind == 'realesrgan' else 0
+  size = config.degradation.pool_size if config.degradation.kind == 'realesrgan' else 0
   if size % config.train.batch_size:
     raise ValueError(f'config.degradation.pool_size={size} must be a multiple of '
                      f'config.train.batch_size={config.train.batch_size}')
