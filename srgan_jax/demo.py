@@ -104,7 +104,7 @@ def build_page(page: Page):
     gr.Markdown('## srgan_jax: x4 super-resolution\nDrop a photo (PNG, JPEG, WebP, TIFF, BMP), '
                 'pick a model, and compare bicubic (left) with the model (right).')
     with gr.Row():
-      photo = gr.File(label='photo', file_types=['image'], type='filepath')
+      photo = gr.File(label='photo', file_types=['image'], type='filepath', elem_id='photo')
       with gr.Column():
         model = gr.Dropdown(labels, value=labels[0] if labels else None, label='model')
         button = gr.Button('Upscale', variant='primary')

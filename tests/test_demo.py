@@ -124,9 +124,15 @@ def test_the_page_in_a_browser(tiny_model, tmp_path):
       page.goto(url)
 
       def upscale_in_page(path):
-        page.locator('input[type=file]').first.set_input_files(path)
-        page.get_by_text(os.path.basename(path)).first.wait_for(timeout=30_000)
+        page.locator('#photo input[type=file]').set_input_files(path)
+        page.locator(f'#photo td[aria-label="{os.path.basename(path)}"]').wait_for(timeout=30_000)
         page.get_by_role('button', name='Upscale').click()
+
+      def clear_upload():
+        # The upload's own clear (its X). The drop zone is rebuilt after it, so a file set
+        # before the old file's row is gone would go to an input that is being replaced.
+        page.locator('#photo').get_by_label('Clear').click()
+        page.locator('#photo td').first.wait_for(state='detached', timeout=30_000)
 
       def download(name):
         page.locator(f'#download td[aria-label="{name}"]').wait_for(timeout=120_000)
@@ -143,11 +149,11 @@ def test_the_page_in_a_browser(tiny_model, tmp_path):
       page.locator('#status', has_text='good.png: 30x24 -> 120x96').wait_for(timeout=30_000)
       page.screenshot(path=str(tmp_path / 'page.png'))
 
-      page.get_by_label('Clear').first.click()  # The upload's own clear (its X).
+      clear_upload()
       upscale_in_page(str(tmp_path / 'truncated.png'))
       page.get_by_text('cannot read truncated.png').first.wait_for(timeout=60_000)
 
-      page.get_by_label('Clear').first.click()
+      clear_upload()
       upscale_in_page(other)
       assert download('other_x4.png').shape == (80, 64, 3)
       browser.close()
