@@ -15,9 +15,12 @@ Protocol (x4 tables of SRGAN, EDSR, RCAN, ...):
 Command line:
   python -m srgan_jax.evaluate --data=DIR [--data=DIR2 ...] [--workdir=RUN ...] [--step=N]
       [--model=FILE ...] [--method=bicubic] [--metrics=psnr_y,ssim_y,lpips_alex,niqe]
-      [--table=markdown] [--scale=4]
+      [--table=markdown] [--scale=4] [--compare=DIR [--compare_crop=TOP,LEFT,SIZE]
+      [--compare_images=NAME,...]]
 Prints a table (--table=markdown: one paper-style table, bicubic and the paper's rows
-included), then one JSON line per dataset and method.
+included), then one JSON line per dataset and method. --compare writes, for each image,
+DIR/<set>_<image>.png: every method's SR side by side in the order of the table, then HR
+(the README's figure is one, cropped).
 """
 
 import argparse
@@ -185,6 +188,32 @@ class TrainingEvaluator:
     return results
 
 
+def parse_crop(text: str) -> Optional[tuple[int, int, int]]:
+  """'TOP,LEFT,SIZE' (HR pixels) -> (top, left, size); '' -> None (whole images)."""
+  if not text:
+    return None
+  try:
+    top, left, size = (int(v) for v in text.split(','))
+  except ValueError:
+    raise ValueError(f'--compare_crop={text!r}: expected TOP,LEFT,SIZE in HR pixels, e.g. '
+                     f'40,120,160') from None
+  if top < 0 or left < 0 or size < 1:
+    raise ValueError(f'--compare_crop={text!r}: TOP and LEFT must be >= 0 and SIZE >= 1')
+  return top, left, size
+
+
+def crop_panel(image: np.ndarray, crop: Optional[tuple[int, int, int]], name: str) -> np.ndarray:
+  """The square `crop` of an [H, W, 3] image (the whole image when None)."""
+  if crop is None:
+    return image
+  top, left, size = crop
+  height, width = image.shape[:2]
+  if top + size > height or left + size > width:
+    raise ValueError(f'{name}: the crop {size}x{size} at ({top}, {left}) does not fit in '
+                     f'its {width}x{height} HR')
+  return image[top:top + size, left:left + size]
+
+
 # The paper's own figures (Ledig et al. 2017, Table 2; x4, PSNR dB / SSIM by its own
 # SSIM code), shown beside a table's measured rows for reference.
 PAPER_ROWS = {
@@ -289,9 +318,21 @@ def main(argv=None) -> int:
   parser.add_argument('--table', choices=['text', 'markdown'], default='text',
                       help='markdown: one table, a row per method (bicubic included) and the '
                            'paper\'s rows beside them')
+  parser.add_argument('--compare', default='',
+                      help='folder for <set>_<image>.png: each method\'s SR side by side, '
+                           'then HR')
+  parser.add_argument('--compare_crop', default='',
+                      help='TOP,LEFT,SIZE: only that square of each image (HR pixels)')
+  parser.add_argument('--compare_images', default='',
+                      help='comma list of image names to compare (default: all)')
   args = parser.parse_args(argv)
   if not (args.workdir or args.model or args.method):
     parser.error('name what to evaluate: --workdir=RUN, --model=FILE or --method=bicubic')
+  try:
+    crop = parse_crop(args.compare_crop)
+  except ValueError as e:
+    parser.error(str(e))
+  compared = set(filter(None, args.compare_images.split(',')))
   try:
     metrics = quality.check_names(m for m in args.metrics.split(',') if m)
   except ValueError as e:
@@ -319,8 +360,28 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
+    missing = compared - {item.name for item in images}
+    if missing:
+      print(f'error: --compare_images: {spec} has no {", ".join(sorted(missing))}',
+            file=sys.stderr)
+      return 1
+    try:  # Before any method runs: a crop outside an image is named at once.
+      for item in (images if args.compare else []):
+        if compared and item.name not in compared:
+          continue
+        crop_panel(np.empty((item.lr.shape[0] * scale, item.lr.shape[1] * scale)), crop,
+                   item.name)
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+    panels = {}  # Image name -> the (cropped) SR of each method so far.
+
+    def keep(index, item, sr):
+      if args.compare and (not compared or item.name in compared):
+        panels.setdefault(item.name, []).append(crop_panel(sr, crop, item.name))
+
     for method in methods:
-      means, rows = evaluate_set(images, method.upscale, scorer)
+      means, rows = evaluate_set(images, method.upscale, scorer, on_image=keep)
       step = method.step
       summaries.append({'dataset': name, 'method': method.label, 'step': step, 'n': len(rows),
                         **means})
@@ -329,6 +390,13 @@ def main(argv=None) -> int:
         os.makedirs(folder, exist_ok=True)
         run_folder.write_json(os.path.join(folder, f'{name}_{step}.json'),
                               {'dataset': name, 'step': step, **means, 'images': rows})
+    if args.compare and jax.process_index() == 0:
+      os.makedirs(args.compare, exist_ok=True)
+      for item in images:
+        if item.name in panels:
+          hr = [crop_panel(item.hr, crop, item.name)] if item.hr is not None else []
+          image_io.save_png(os.path.join(args.compare, f'{name}_{item.name}.png'),
+                            np.concatenate(panels[item.name] + hr, axis=1))
   if args.table == 'markdown':
     print(markdown_table(summaries, datasets, metrics))
   else:

@@ -94,3 +94,30 @@ def test_image_too_small_to_score_is_named(tmp_path):
   Image.fromarray(np.zeros((19, 40, 3), np.uint8)).save(tmp_path / 'HR' / 'small.png')
   with pytest.raises(ValueError, match=r'small\.png: 40x19 is too small to score at x4'):
     evaluate.load_eval_set(str(tmp_path), 4)
+
+
+def test_compare_writes_each_method_then_hr(tmp_path, capsys):
+  """--compare: <set>_<image>.png is bicubic's SR, then HR, cropped as asked; a crop
+  outside an image or an unknown name stops before any method runs, naming it."""
+  from PIL import Image
+  from skimage import data
+  (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
+  hr = data.astronaut()[:96, :128]
+  Image.fromarray(hr).save(tmp_path / 'Mini' / 'HR' / 'a.png')
+  Image.fromarray(hr[:64, :64]).save(tmp_path / 'Mini' / 'HR' / 'b.png')
+  common = [f'--data={tmp_path}/Mini', '--method=bicubic', '--metrics=psnr_y',
+            f'--compare={tmp_path}/out']
+  assert evaluate.main(common + ['--compare_crop=8,16,40', '--compare_images=a']) == 0
+  written = np.asarray(Image.open(tmp_path / 'out' / 'Mini_a.png'))
+  lr = evaluate.load_eval_set(str(tmp_path / 'Mini'), 4)[0].lr
+  bicubic = evaluate.bicubic_upscale(lr, 4)[8:48, 16:56]
+  np.testing.assert_array_equal(written, np.concatenate([bicubic, hr[8:48, 16:56]], axis=1))
+  assert not (tmp_path / 'out' / 'Mini_b.png').exists()  # Not asked for.
+  capsys.readouterr()
+  assert evaluate.main(common + ['--compare_crop=8,16,60']) == 1  # b is 64x64.
+  assert 'b: the crop 60x60 at (8, 16) does not fit in its 64x64 HR' in capsys.readouterr().err
+  assert evaluate.main(common + ['--compare_images=a,zebra']) == 1
+  assert 'has no zebra' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    evaluate.main(common + ['--compare_crop=8,16'])
+  assert 'expected TOP,LEFT,SIZE' in capsys.readouterr().err
