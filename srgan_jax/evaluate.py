@@ -263,9 +263,10 @@ def _methods(parser, args) -> list[Method]:
   """The methods the command line names, bicubic first when asked for."""
   methods = []
   upscalers = {}  # Generator module -> Upscaler: one compile per image shape for all runs.
-  for path in [*(args.workdir or []), *(args.model or [])]:
+  given = [(path, False) for path in args.workdir or []] + [(m, True) for m in args.model or []]
+  for path, is_model_file in given:
     try:
-      if path in (args.model or []):
+      if is_model_file:
         path = model_file.resolve(path)  # A pretrained model's name, or a file.
         if not os.path.isfile(path):
           parser.error(f'--model={path}: no such file (a run folder goes in --workdir)')
@@ -286,7 +287,7 @@ def _methods(parser, args) -> list[Method]:
         upscaler.set_variables(variables, step)
       return upscaler(lr)
 
-    methods.append(Method(label, None if path in (args.model or []) else path, run,
+    methods.append(Method(label, None if is_model_file else path, run,
                           loaded.scale, step))
   scale = methods[0].scale if methods else args.scale or 4
   if args.method or args.table == 'markdown':

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan_jax import demo, images, model_file, upscale
+from srgan_jax import demo, evaluate, images, model_file, upscale
 from tests.conftest import REPO
 
 CHROMIUM = '/usr/bin/chromium'
@@ -179,6 +179,11 @@ def test_upscale_without_a_model_uses_the_pretrained_srresnet(tiny_model, tmp_pa
                       str(tmp_path / 'named'))
   np.testing.assert_array_equal(default, named)
   np.testing.assert_array_equal(_cli_output('srresnet', photo, str(tmp_path / 'by_name')), named)
+  # evaluate takes the name as a model file, not as a run folder to write into.
+  (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
+  Image.fromarray(np.tile(images.read_rgb(photo), (2, 2, 1))).save(tmp_path / 'Mini' / 'HR' / 'a.png')
+  assert evaluate.main(['--model=srresnet', f'--data={tmp_path}/Mini', '--metrics=psnr_y']) == 0
+  assert not (tmp_path / 'pretrained' / 'eval').exists()
   with pytest.raises(SystemExit):
     upscale.main(['--model=srgan_mse', photo])
   with pytest.raises(FileNotFoundError, match="pretrained model 'srgan_mse' is not at"):
