@@ -43,6 +43,7 @@ def small_config(kind: str, steps: int, args):
   config.eval.sets = ()
   config.degradation.kind = kind
   config.degradation.sharpen = False
+  config.degradation.pool_size = args.pool_size  # Used by the real-world run only.
   return config
 
 
@@ -56,6 +57,8 @@ def main():
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--crop', type=int, default=64)
   parser.add_argument('--learning_rate', type=float, default=5e-4)
+  parser.add_argument('--pool_size', type=int, default=0,
+                      help="Real-ESRGAN's pool of past pairs (a multiple of --batch; 0: off)")
   args = parser.parse_args()
   data = os.environ.get('SRGAN_JAX_DATA') or common.SHARED_DATA
   set14 = os.path.join(data, 'sr_benchmarks', 'Set14')
