@@ -10,11 +10,10 @@ every 5,000 steps; best/ keeps the generator with the best Set5 PSNR.
 
 Expected: the paper's SRResNet reaches 32.05 dB on Set5 after 10^6 steps on ImageNet
 crops; VDSR, trained on these 291 images, reports 31.35 dB on Set5 at x4 (Kim et al. 2016).
-Measured: 10,000 steps on 2 CPU cores with batch 8 of 64x64 crops at 2e-4
-(--config.train.batch_size=8 --config.data.hr_crop_size=64
---config.optimizer.learning_rate=2e-4): Set5 29.93 dB / 0.8509, Set14 27.12 / 0.7419,
-against bicubic's 28.42 / 0.8101 and 26.09 / 0.7041 (the curve: benchmarks/README.md
-links it).
+Measured: `pretrained/srresnet_x4.npz` is this config on 2 CPU cores with batch 8 of
+64x64 crops at 2e-4 (--config.train.batch_size=8 --config.data.hr_crop_size=64
+--config.optimizer.learning_rate=2e-4); its steps, figures and command are in
+pretrained/README.md, its curve in benchmarks/RESULTS.md.
 """
 
 import os

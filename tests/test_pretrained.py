@@ -1,0 +1,74 @@
+"""The committed pretrained models: each is the file its row in pretrained/README.md
+describes (sha256), and scores there what the row says, through `evaluate --model`."""
+
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from srgan_jax import evaluate, model_file, weights
+from tests.conftest import REPO, require_shared_data
+
+README = os.path.join(REPO, 'pretrained', 'README.md')
+
+
+def published_rows() -> dict:
+  """{name: {'file', 'sha256', 'Set5': (psnr, ssim, niqe), 'Set14': (...)}} from the table."""
+  rows = {}
+  pattern = re.compile(r'^\| `(\w+)` \| `([\w.]+)` \| [^|]+ \| ([^|]+) \| ([^|]+) \| ([0-9a-f]{64}) \|$')
+  for line in open(README):
+    match = pattern.match(line.strip())
+    if match:
+      name, file, set5, set14, sha = match.groups()
+      figures = lambda cell: tuple(float(v) for v in cell.replace('*', '').split('/'))
+      rows[name] = {'file': file, 'sha256': sha, 'Set5': figures(set5), 'Set14': figures(set14)}
+  return rows
+
+
+def test_every_committed_model_has_its_row_and_every_row_its_file():
+  rows = published_rows()
+  committed = sorted(f for f in os.listdir(model_file.PRETRAINED_DIR) if f.endswith('.npz'))
+  assert sorted(r['file'] for r in rows.values()) == committed
+  assert 'srresnet' in rows  # The default of upscale and the demo.
+  for name, row in rows.items():
+    assert model_file.PRETRAINED[name] == row['file']
+    with open(os.path.join(model_file.PRETRAINED_DIR, row['file']), 'rb') as f:
+      assert hashlib.sha256(f.read()).hexdigest() == row['sha256'], name
+
+
+def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
+  """evaluate --model=NAME on Set5 and Set14 prints the row's figures (to the digits the
+  row shows); SRResNet reaches 30.3 dB / 0.855 on Set5 and 27.3 dB on Set14; SRGAN-MSE
+  has a lower (better) NIQE on Set14 than the SRResNet it starts from."""
+  data = require_shared_data('sr_benchmarks')
+  niqe = require_shared_data('metrics', 'niqe', 'niqe_pris_params.npz')
+  weights.convert(niqe, cache=str(tmp_path / 'cache'))
+  rows = published_rows()
+  args = [f'--data={data}/Set5', f'--data={data}/Set14', '--method=bicubic',
+          '--metrics=psnr_y,ssim_y,niqe', f'--cache_dir={tmp_path / "cache"}']
+  assert evaluate.main(args + [f'--model={name}' for name in rows]) == 0
+  measured = {}
+  for line in capsys.readouterr().out.splitlines():
+    if line.startswith('{'):
+      s = json.loads(line)
+      measured[s['method'].split(' ')[0], s['dataset']] = s
+  print(json.dumps({f'{m}/{d}': v for (m, d), v in measured.items()}, indent=1))
+  for name, row in rows.items():
+    label = row['file']
+    for dataset in ('Set5', 'Set14'):
+      got = measured[label, dataset]
+      psnr, ssim, niqe_score = row[dataset]
+      # Half a unit of the row's last digit, and a little for another CPU's float rounding.
+      assert got['psnr_y'] == pytest.approx(psnr, abs=0.005 + 1e-4), (name, dataset, got)
+      assert got['ssim_y'] == pytest.approx(ssim, abs=0.00005 + 1e-6), (name, dataset, got)
+      assert got['niqe'] == pytest.approx(niqe_score, abs=0.0005 + 1e-5), (name, dataset, got)
+  # The bar the default model is held to: past bicubic (28.42 / 0.8101, 26.09) by about
+  # 1.9 and 1.2 dB; VDSR, trained on these 291 images, reports 31.35 dB on Set5.
+  srresnet = {d: measured['srresnet_x4.npz', d] for d in ('Set5', 'Set14')}
+  assert srresnet['Set5']['psnr_y'] >= 30.3 and srresnet['Set5']['ssim_y'] >= 0.855
+  assert srresnet['Set14']['psnr_y'] >= 27.3
+  if 'srgan_mse' in rows:  # The adversarial term trades PSNR for natural-looking texture.
+    srgan = measured['srgan_mse_x4.npz', 'Set14']
+    assert srgan['niqe'] < srresnet['Set14']['niqe']
