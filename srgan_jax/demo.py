@@ -28,14 +28,15 @@ from srgan_jax import degradation, images as image_io, model_file, upscale
 
 
 def model_choices(models: list[str], workdirs: list[str]) -> dict:
-  """Label -> model file or run folder: the pretrained models present, then those given."""
+  """Label -> model file or run folder: those given first (the page opens on the first),
+  then the pretrained models present that were not given."""
   choices = {}
-  for name, file in model_file.PRETRAINED.items():
-    path = os.path.join(model_file.PRETRAINED_DIR, file)
-    if os.path.isfile(path):
-      choices[f'{name} (pretrained)'] = path
   for path in [*models, *workdirs]:  # Labelled as given: two runs' best/ stay apart.
     choices[path] = model_file.resolve(path)
+  for name, file in model_file.PRETRAINED.items():
+    path = os.path.join(model_file.PRETRAINED_DIR, file)
+    if os.path.isfile(path) and path not in choices.values():
+      choices[f'{name} (pretrained)'] = path
   return choices
 
 

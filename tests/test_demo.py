@@ -179,6 +179,12 @@ def test_upscale_without_a_model_uses_the_pretrained_srresnet(tiny_model, tmp_pa
                       str(tmp_path / 'named'))
   np.testing.assert_array_equal(default, named)
   np.testing.assert_array_equal(_cli_output('srresnet', photo, str(tmp_path / 'by_name')), named)
+  # The page opens on a model given on its command line, and lists a pretrained one once.
+  pretrained = str(tmp_path / 'pretrained' / 'srresnet_x4.npz')
+  assert list(demo.model_choices([tiny_model], []).items()) == [
+      (tiny_model, tiny_model), ('srresnet (pretrained)', pretrained)]
+  assert demo.model_choices(['srresnet'], []) == {'srresnet': pretrained}
+  assert demo.model_choices([], []) == {'srresnet (pretrained)': pretrained}
   # evaluate takes the name as a model file, not as a run folder to write into.
   (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
   Image.fromarray(np.tile(images.read_rgb(photo), (2, 2, 1))).save(tmp_path / 'Mini' / 'HR' / 'a.png')
