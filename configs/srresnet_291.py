@@ -13,7 +13,7 @@ crops; VDSR, trained on these 291 images, reports 31.35 dB on Set5 at x4 (Kim et
 Measured: `pretrained/srresnet_x4.npz` is this config on 2 CPU cores with batch 8 of
 64x64 crops at 2e-4 (--config.train.batch_size=8 --config.data.hr_crop_size=64
 --config.optimizer.learning_rate=2e-4); its steps, figures and command are in
-pretrained/README.md, its curve in benchmarks/RESULTS.md.
+pretrained/README.md, its training curve in the benchmarks folder.
 """
 
 import os
