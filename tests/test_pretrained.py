@@ -72,3 +72,20 @@ def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
   if 'srgan_mse' in rows:  # The adversarial term trades PSNR for natural-looking texture.
     srgan = measured['srgan_mse_x4.npz', 'Set14']
     assert srgan['niqe'] < srresnet['Set14']['niqe']
+
+
+def test_upscale_with_no_model_is_the_committed_srresnet(tmp_path, monkeypatch):
+  """`python -m srgan_jax.upscale photo.png` (no --model) writes the pixels of
+  `--model=pretrained/srresnet_x4.npz`."""
+  import numpy as np
+  from PIL import Image
+  from srgan_jax import images, upscale
+  photo = tmp_path / 'photo.png'
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 28, 3)).astype(np.uint8)).save(photo)
+  monkeypatch.chdir(tmp_path)
+  assert upscale.main([str(photo)]) == 0  # Into ./upscaled/.
+  named = os.path.join(model_file.PRETRAINED_DIR, 'srresnet_x4.npz')
+  assert upscale.main([f'--model={named}', str(photo), '--output=named']) == 0
+  default = images.read_rgb(str(tmp_path / 'upscaled' / 'photo_x4.png'))
+  assert default.shape == (80, 112, 3)
+  np.testing.assert_array_equal(default, images.read_rgb(str(tmp_path / 'named' / 'photo_x4.png')))
