@@ -202,16 +202,17 @@ def parse_crop(text: str) -> Optional[tuple[int, int, int]]:
   return top, left, size
 
 
-def crop_panel(image: np.ndarray, crop: Optional[tuple[int, int, int]], name: str) -> np.ndarray:
-  """The square `crop` of an [H, W, 3] image (the whole image when None)."""
+def crop_window(height: int, width: int, crop: Optional[tuple[int, int, int]],
+                name: str) -> tuple[slice, slice]:
+  """The rows and columns of the square `crop` in a height x width image (all of it when
+  None); a crop that does not fit is named."""
   if crop is None:
-    return image
+    return slice(None), slice(None)
   top, left, size = crop
-  height, width = image.shape[:2]
   if top + size > height or left + size > width:
     raise ValueError(f'{name}: the crop {size}x{size} at ({top}, {left}) does not fit in '
                      f'its {width}x{height} HR')
-  return image[top:top + size, left:left + size]
+  return slice(top, top + size), slice(left, left + size)
 
 
 # The paper's own figures (Ledig et al. 2017, Table 2; x4, PSNR dB / SSIM by its own
@@ -367,19 +368,17 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 1
     try:  # Before any method runs: a crop outside an image is named at once.
-      for item in (images if args.compare else []):
-        if compared and item.name not in compared:
-          continue
-        crop_panel(np.empty((item.lr.shape[0] * scale, item.lr.shape[1] * scale)), crop,
-                   item.name)
+      windows = {item.name: crop_window(item.lr.shape[0] * scale, item.lr.shape[1] * scale,
+                                        crop, item.name)
+                 for item in images if args.compare and (not compared or item.name in compared)}
     except ValueError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
     panels = {}  # Image name -> the (cropped) SR of each method so far.
 
     def keep(index, item, sr):
-      if args.compare and (not compared or item.name in compared):
-        panels.setdefault(item.name, []).append(crop_panel(sr, crop, item.name))
+      if item.name in windows:
+        panels.setdefault(item.name, []).append(sr[windows[item.name]])
 
     for method in methods:
       means, rows = evaluate_set(images, method.upscale, scorer, on_image=keep)
@@ -395,7 +394,7 @@ def main(argv=None) -> int:
       os.makedirs(args.compare, exist_ok=True)
       for item in images:
         if item.name in panels:
-          hr = [crop_panel(item.hr, crop, item.name)] if item.hr is not None else []
+          hr = [item.hr[windows[item.name]]] if item.hr is not None else []
           image_io.save_png(os.path.join(args.compare, f'{name}_{item.name}.png'),
                             np.concatenate(panels[item.name] + hr, axis=1))
   if args.table == 'markdown':
