@@ -59,6 +59,9 @@ def main():
   parser.add_argument('--learning_rate', type=float, default=5e-4)
   parser.add_argument('--pool_size', type=int, default=0,
                       help="Real-ESRGAN's pool of past pairs (a multiple of --batch; 0: off)")
+  parser.add_argument('--kinds', default='bicubic,realesrgan',
+                      help='the models to train now (comma list); a finished run folder is '
+                           'scored again, and the table needs both')
   args = parser.parse_args()
   data = os.environ.get('SRGAN_JAX_DATA') or common.SHARED_DATA
   set14 = os.path.join(data, 'sr_benchmarks', 'Set14')
@@ -71,7 +74,7 @@ def main():
   results = {'command': 'python benchmarks/real_world.py ' + ' '.join(sys.argv[1:]),
              'machine': common.machine(), 'settings': vars(args), 'models': {}}
   scorer = quality.Scorer(('psnr_y', 'ssim_y'), 4)
-  for kind in ('bicubic', 'realesrgan'):
+  for kind in args.kinds.split(','):
     workdir = os.path.join(args.out, kind)
     config = small_config(kind, args.steps, args)
     started = time.monotonic()
@@ -85,6 +88,8 @@ def main():
     results['models'][kind] = {'steps': args.steps, 'train_seconds': round(seconds),
                                'scores': scores}
     print(kind, json.dumps(results['models'][kind]), flush=True)
+  if set(results['models']) != {'bicubic', 'realesrgan'}:
+    return
 
   b, r = (results['models'][k]['scores'] for k in ('bicubic', 'realesrgan'))
   gain = r['Set14 degraded (seed 0)']['psnr_y'] - b['Set14 degraded (seed 0)']['psnr_y']

@@ -27,12 +27,14 @@ canvas outside the image is zero before JPEG, as DiffJPEG's padding is. One comp
 every scale.
 """
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
 from srgan_jax import blur_kernels
 
@@ -238,21 +240,60 @@ def _distinct_levels(levels, valid):
   return jax.vmap(one)(levels, valid)
 
 
-def _next_power_of_two(count):
-  """2^ceil(log2(count)) for count >= 1, exactly (BasicSR takes it in float64)."""
+def _power_of_two_exponent(count):
+  """ceil(log2(count)) for count >= 1, exactly (BasicSR takes 2^ that in float64)."""
   count = jnp.maximum(count, 1).astype(jnp.uint32)
-  return jnp.left_shift(jnp.uint32(1), 32 - jax.lax.clz(count - 1)).astype(jnp.float32)
+  return (32 - jax.lax.clz(count - 1)).astype(jnp.int32)
+
+
+# BasicSR's Poisson rates are level / 255 * 2^e: 256 uint8 levels, e in 0..8 (2^e covers
+# the distinct level count). 2,304 rates in all, so their CDFs are a table and a count is
+# a binary search of one uniform draw in its rate's row: nine gathers per value, where
+# `jax.random.poisson` loops over the whole array until its slowest value is accepted.
+_POISSON_EXPONENTS = 9
+_POISSON_COUNTS = 512  # P(count >= 512) at the largest rate (256) is below 1e-20.
+
+
+@functools.cache
+def poisson_cdf_table():
+  """[9 * 256, 512] float32: row e * 256 + level holds P(count <= n), n = 0..511, for the
+  rate float32(level / 255) * 2^e (the rate `_shot_noise` computes), from float64."""
+  levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+  rates = levels[None, :] * (2.0 ** np.arange(_POISSON_EXPONENTS, dtype=np.float32))[:, None]
+  counts = np.arange(_POISSON_COUNTS, dtype=np.float64)
+  cdf = special.pdtr(counts[None, :], rates.reshape(-1, 1).astype(np.float64))
+  return cdf.astype(np.float32)
+
+
+def poisson_counts(uniform, levels, exponent):
+  """Poisson counts at the rates level / 255 * 2^exponent by inverse CDF.
+
+  Args:
+    uniform: [B, H, W, C] float32 in [0, 1); the count is min{n: u < P(count <= n)}.
+    levels: [B, H, W, C] int32 in 0..255; exponent: [B] int32 in 0..8.
+  Returns:
+    [B, H, W, C] float32 counts.
+  """
+  table = jnp.asarray(poisson_cdf_table()).reshape(-1)
+  row_start = (exponent[:, None, None, None] * 256 + levels) * _POISSON_COUNTS
+  count = jnp.zeros(levels.shape, jnp.int32)
+  step = _POISSON_COUNTS // 2
+  while step:  # Invariant: count = #{n < count: cdf[n] <= u}, the answer's lower bound.
+    probe = count + step
+    count = jnp.where(table[row_start + probe - 1] <= uniform, probe, count)
+    step //= 2
+  return count.astype(jnp.float32)
 
 
 def _shot_noise(images, valid, draw):
   """Poisson noise of one image kind (colour [B,H,W,3] or gray [B,H,W,1]); images are
   rounded to uint8 levels first and scaled by the next power of two of their distinct
-  level count, as BasicSR does."""
-  rounded = jnp.clip(jnp.round(images * 255.0), 0, 255)
-  vals = _next_power_of_two(_distinct_levels(rounded.astype(jnp.int32), valid))
-  vals = vals[:, None, None, None]
-  rounded = _divide(rounded, 255.0)
-  return _divide(draw(rounded * vals), vals) - rounded
+  level count, as BasicSR does. `draw(levels, exponent)` gives the counts."""
+  levels = jnp.clip(jnp.round(images * 255.0), 0, 255).astype(jnp.int32)
+  exponent = _power_of_two_exponent(_distinct_levels(levels, valid))
+  vals = jnp.left_shift(1, exponent).astype(jnp.float32)[:, None, None, None]
+  rounded = _divide(levels.astype(jnp.float32), 255.0)
+  return _divide(draw(levels, exponent), vals) - rounded
 
 
 def grayscale(images):
@@ -268,8 +309,9 @@ def poisson_noise(images, scale, gray, valid, draw: Callable):
     images: [B, H, W, 3] in [0, 1]; valid: bool broadcastable to it (distinct levels are
       counted there only).
     scale: [B] noise scale; gray: [B] float, 1 for gray noise.
-    draw: lam -> Poisson counts of the same shape (float), called for the gray then the
-      colour rates.
+    draw: (levels, exponent) -> Poisson counts (float) at the rates level / 255 * 2^exponent
+      (levels [B, H, W, C] int32, exponent [B] int32), called for the gray then the colour
+      levels; `poisson_counts` with a uniform draw in training.
   """
   noise_gray = _shot_noise(grayscale(images), valid[..., :1], draw)
   noise = _shot_noise(images, valid, draw)
@@ -468,8 +510,9 @@ def _noise(images, stage: Stage, height, width):
 
   def poisson(x):
     # The gray rates have one channel, the colour rates three: each gets its own key.
-    draw = lambda lam: jax.random.poisson(jax.random.fold_in(poisson_key, lam.shape[-1]),
-                                          lam).astype(jnp.float32)
+    def draw(levels, exponent):
+      key = jax.random.fold_in(poisson_key, levels.shape[-1])
+      return poisson_counts(jax.random.uniform(key, levels.shape), levels, exponent)
     return poisson_noise(x, stage.poisson_scale, stage.gray_noise, valid, draw)
 
   out = jax.lax.cond(stage.gaussian, gaussian, poisson, images)

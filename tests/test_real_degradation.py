@@ -158,7 +158,10 @@ def test_poisson_noise_equals_basicsr_with_the_same_draws(monkeypatch):
   (gray_rates, gray_counts), (color_rates, color_counts) = draws  # BasicSR: gray first.
   seen = []
 
-  def draw(rates):
+  def draw(levels, exponent):
+    # The rates the CDF table holds (rd.poisson_cdf_table) must be BasicSR's.
+    rates = (np.asarray(levels).astype(np.float32) / np.float32(255)) * (
+        2.0 ** np.asarray(exponent, np.float32))[:, None, None, None]
     expected, counts = (gray_rates, gray_counts) if rates.shape[-1] == 1 else (color_rates, color_counts)
     seen.append((rates, np.transpose(expected, (0, 2, 3, 1))))
     return jnp.asarray(np.transpose(counts, (0, 2, 3, 1)))
@@ -166,8 +169,40 @@ def test_poisson_noise_equals_basicsr_with_the_same_draws(monkeypatch):
   ours = rd.poisson_noise(jnp.asarray(images), jnp.asarray(scale), jnp.asarray(gray),
                           jnp.ones((1, 20, 24, 1), bool), draw)
   for rates, expected in seen:  # The same rates (levels x power of two of distinct levels).
-    np.testing.assert_allclose(np.asarray(rates), expected, rtol=1e-6)
+    np.testing.assert_array_equal(rates, expected)
   np.testing.assert_array_equal(np.asarray(ours), _numpy(reference))
+
+
+def test_poisson_counts_are_scipys_inverse_cdf():
+  from scipy import stats
+  rng = np.random.default_rng(4)
+  levels = rng.integers(0, 256, size=(9, 40, 40, 1)).astype(np.int32)
+  levels[:, 0, :4, 0] = (0, 1, 254, 255)
+  exponent = np.arange(9, dtype=np.int32)  # Every power of two, 1..256.
+  uniform = rng.uniform(size=levels.shape).astype(np.float32)
+  uniform[:, 1, :2, 0] = (0.0, 1 - 2 ** -24)  # The ends a float32 draw reaches.
+  ours = np.asarray(rd.poisson_counts(jnp.asarray(uniform), jnp.asarray(levels),
+                                      jnp.asarray(exponent)))
+  rates = (levels / np.float32(255)).astype(np.float32) * 2.0 ** exponent[:, None, None, None]
+  expected = stats.poisson.ppf(uniform.astype(np.float64), rates.astype(np.float64))
+  # min{n: cdf(n) >= u} against min{n: u < float32(cdf(n))}: they differ only where u
+  # lies within float32 rounding of a cdf value.
+  inner = np.ones(levels.shape, bool)
+  inner[:, 1, :2] = False
+  assert np.mean(ours[inner] == expected[inner]) > 0.9999
+  assert np.max(np.abs(ours - expected)[inner]) <= 1
+  assert ours[levels == 0].max() == 0
+  # At the ends float32 resolves (2^-24 from 1, the smallest cdf above 0) both stay in
+  # the far tails scipy puts there.
+  lowest, highest = ours[:, 1, 0, 0], ours[:, 1, 1, 0]
+  assert np.all(lowest <= stats.poisson.ppf(1e-7, rates[:, 1, 0, 0]))
+  np.testing.assert_allclose(highest, expected[:, 1, 1, 0], atol=2)
+  # And as a sampler: mean and variance equal the rate (Poisson's), 2.6M draws.
+  big = jnp.full((10, 512, 512, 1), 200, jnp.int32)
+  draws = np.asarray(rd.poisson_counts(jax.random.uniform(jax.random.PRNGKey(0), big.shape),
+                                       big, jnp.full((10,), 6, jnp.int32)))
+  rate = np.float32(200 / 255) * 64
+  assert abs(draws.mean() - rate) < 0.01 and abs(draws.var() / rate - 1) < 0.005
 
 
 def test_jpeg_equals_diffjpeg_and_reports_libjpeg():
