@@ -58,8 +58,11 @@ run metrics 15 python3 benchmarks/metrics.py --size=512 --batch=8 --iters=10
 # most 10%), the degradation alone timed beside the whole step with each LR synthesis.
 run real_degradation 45 python3 benchmarks/train_step.py --models=srgan --batch_sizes=16 \
     --dtypes=bfloat16 --degradations=bicubic,realesrgan --iters=20 --json="$OUT/train_step.jsonl"
-# The reproduction: SRResNet-MSE on the 291 images for 180 s, SRGAN-MSE from it for 80,
+# Its Poisson draws: the CDF table against jax.random.poisson, first-stage canvas.
+run poisson_sampler 10 python3 benchmarks/poisson_sampler.py --batch=16 --side=160 \
+    --json="$OUT/train_step.jsonl"
+# The reproduction: SRResNet-MSE on the 291 images for 180 s, SRGAN-MSE from it for 70,
 # both evaluated (Set5, Set14, $EXTRA_EVAL_SETS) and exported: $OUT/results.md and
 # $OUT/*.npz (benchmarks/reproduce.sh says how).
-run reproduce 340 env BUDGET_S=180 GAN_BUDGET_S=80 OUT="$OUT" bash benchmarks/reproduce.sh
+run reproduce 330 env BUDGET_S=180 GAN_BUDGET_S=70 OUT="$OUT" bash benchmarks/reproduce.sh
 echo "done $(date -u)" | tee -a "$OUT/gpu_check.txt"

@@ -131,6 +131,14 @@ def test_metrics_benchmark_times_lpips_and_niqe():
   assert re.search(r'^niqe \d+x\d+ \(.*\): \d+\.\d+ s per image$', result.stdout, re.M)
 
 
+def test_poisson_sampler_benchmark_times_both_samplers():
+  result = run_python(['benchmarks/poisson_sampler.py', '--batch=1', '--side=16', '--iters=1'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  for shape in ('1x16x16x3', '1x16x16x1'):
+    assert re.search(rf'^shape={shape} jax_random_poisson_ms=[\d.]+ cdf_table_ms=[\d.]+ '
+                     r'speedup=[\d.]+$', result.stdout, re.M), result.stdout
+
+
 def _gpu_check_script():
   """benchmarks/gpu_check.sh with continued lines joined."""
   with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
