@@ -139,6 +139,41 @@ def test_poisson_sampler_benchmark_times_both_samplers():
                      r'speedup=[\d.]+$', result.stdout, re.M), result.stdout
 
 
+def test_real_world_benchmark_trains_both_and_prints_the_comparison(tmp_path):
+  """Tiny models, two steps each, on a few of the shared images: the bicubic model in a
+  process of its own (--kinds), then both, the finished one scored again."""
+  import shutil
+  from tests.conftest import require_shared_data
+  set14, train = require_shared_data('sr_benchmarks', 'Set14'), require_shared_data('sr_train')
+  data = tmp_path / 'data'
+  for name in ('comic', 'face'):
+    for sub, file in (('HR', f'{name}.png'), ('LR_bicubic/X4', f'{name}x4.png')):
+      (data / 'sr_benchmarks' / 'Set14' / sub).mkdir(parents=True, exist_ok=True)
+      shutil.copy(os.path.join(set14, sub, file), data / 'sr_benchmarks' / 'Set14' / sub / file)
+  (data / 'sr_train' / 'T91').mkdir(parents=True)
+  for file in sorted(os.listdir(os.path.join(train, 'T91')))[:8]:
+    shutil.copy(os.path.join(train, 'T91', file), data / 'sr_train' / 'T91' / file)
+  out = tmp_path / 'out'
+  args = ['benchmarks/real_world.py', '--steps=2', '--blocks=1', '--features=8', '--batch=2',
+          '--crop=32', '--pool_size=4', f'--out={out}']
+  env = {'SRGAN_JAX_DATA': str(data)}
+  first = run_python(args + ['--kinds=bicubic'], env_extra=env)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert re.search(r'^bicubic \{"steps": 2', first.stdout, re.M) and '| trained on' not in first.stdout
+  assert (out / 'Set14_realesrgan_seed0' / 'degradation.json').is_file()
+  both = run_python(args, env_extra=env)
+  assert both.returncode == 0, both.stderr[-3000:]
+  for kind in ('bicubic', 'realesrgan'):
+    assert re.search(rf'^\| {kind} \| \d+\.\d\d / 0\.\d{{4}} \| \d+\.\d\d / 0\.\d{{4}} \|$',
+                     both.stdout, re.M), both.stdout
+  results = json.load(open(out / 'results.json'))
+  scores = {k: v['scores'] for k, v in results['models'].items()}
+  gain = (scores['realesrgan']['Set14 degraded (seed 0)']['psnr_y']
+          - scores['bicubic']['Set14 degraded (seed 0)']['psnr_y'])
+  assert results['degraded_gain_db'] == pytest.approx(gain)
+  assert results['settings']['pool_size'] == 4
+
+
 def _gpu_check_script():
   """benchmarks/gpu_check.sh with continued lines joined."""
   with open(os.path.join(REPO, 'benchmarks', 'gpu_check.sh')) as f:
