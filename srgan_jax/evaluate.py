@@ -233,7 +233,8 @@ _SHOWN = {'psnr_y': ('PSNR', '{:.2f}'), 'ssim_y': ('SSIM', '{:.4f}'),
 
 def markdown_table(summaries: list[dict], datasets: list[str], metrics) -> str:
   """One paper-style table: a row per method, the metrics of each set in one cell (e.g.
-  'PSNR / SSIM'), the paper's rows last ('-' where it gives no figure)."""
+  'PSNR / SSIM'), the paper's rows last ('-' where it gives no figure; none when it has no
+  figure for any of the sets, as for a degraded set)."""
   methods = list(dict.fromkeys(s['method'] for s in summaries))
   cell = {(s['method'], s['dataset']): s for s in summaries}
   header = ' / '.join(_SHOWN[m][0] for m in metrics)
@@ -245,6 +246,8 @@ def markdown_table(summaries: list[dict], datasets: list[str], metrics) -> str:
     lines.append(f'| {method} | ' + ' | '.join(show(cell.get((method, d), {}))
                                                for d in datasets) + ' |')
   for method, figures in PAPER_ROWS.items():
+    if not any(d in figures for d in datasets):
+      continue
     cells = [show(dict(zip(('psnr_y', 'ssim_y'), figures[d])) if d in figures else {})
              for d in datasets]
     lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')

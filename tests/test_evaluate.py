@@ -121,3 +121,12 @@ def test_compare_writes_each_method_then_hr(tmp_path, capsys):
   with pytest.raises(SystemExit):
     evaluate.main(common + ['--compare_crop=8,16'])
   assert 'expected TOP,LEFT,SIZE' in capsys.readouterr().err
+
+
+def test_the_paper_rows_come_only_with_a_set_the_paper_scored():
+  summaries = [{'method': 'bicubic', 'dataset': name, 'psnr_y': 21.88, 'ssim_y': 0.5079}
+               for name in ('Set14_realesrgan_seed0', 'Set5')]
+  degraded = evaluate.markdown_table(summaries[:1], ['Set14_realesrgan_seed0'], ('psnr_y', 'ssim_y'))
+  assert degraded.splitlines()[2:] == ['| bicubic | 21.88 / 0.5079 |']
+  both = evaluate.markdown_table(summaries, ['Set14_realesrgan_seed0', 'Set5'], ('psnr_y', 'ssim_y'))
+  assert both.splitlines()[-1] == '| SRGAN-VGG54 (paper) | - / - | 29.40 / 0.8472 |'
