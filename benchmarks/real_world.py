@@ -1,6 +1,11 @@
 """The real-world degradation's use case: bicubic-trained vs realesrgan-trained, same budget.
 
-  python benchmarks/real_world.py --steps=3000 --out=/tmp/real_world
+  python benchmarks/real_world.py --steps=8000 --pool_size=192 --out=/tmp/real_world
+
+The two trainings can run side by side: `--kinds=bicubic` in one process and
+`--kinds=realesrgan` in another, then the whole command (the same flags) scores both and
+prints the table; a finished run folder is not trained again, and its train_seconds are
+then this call's.
 
 Two small SRResNets (same size, seed, images, batch and steps) on the 291 images: one on
 the paper's bicubic LR, one on Real-ESRGAN's degradation. Both are scored (PSNR-Y/SSIM-Y,
