@@ -8,11 +8,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, require_shared_data, run_python
 
 
 def _rows(path):
@@ -142,8 +143,6 @@ def test_poisson_sampler_benchmark_times_both_samplers():
 def test_real_world_benchmark_trains_both_and_prints_the_comparison(tmp_path):
   """Tiny models, two steps each, on a few of the shared images: the bicubic model in a
   process of its own (--kinds), then both, the finished one scored again."""
-  import shutil
-  from tests.conftest import require_shared_data
   set14, train = require_shared_data('sr_benchmarks', 'Set14'), require_shared_data('sr_train')
   data = tmp_path / 'data'
   for name in ('comic', 'face'):
@@ -166,7 +165,7 @@ def test_real_world_benchmark_trains_both_and_prints_the_comparison(tmp_path):
   for kind in ('bicubic', 'realesrgan'):
     assert re.search(rf'^\| {kind} \| \d+\.\d\d / 0\.\d{{4}} \| \d+\.\d\d / 0\.\d{{4}} \|$',
                      both.stdout, re.M), both.stdout
-  results = json.load(open(out / 'results.json'))
+  results = json.loads((out / 'results.json').read_text())
   scores = {k: v['scores'] for k, v in results['models'].items()}
   gain = (scores['realesrgan']['Set14 degraded (seed 0)']['psnr_y']
           - scores['bicubic']['Set14 degraded (seed 0)']['psnr_y'])
