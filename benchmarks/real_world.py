@@ -49,6 +49,8 @@ def small_config(kind: str, steps: int, args):
   config.degradation.kind = kind
   config.degradation.sharpen = False
   config.degradation.pool_size = args.pool_size  # Used by the real-world run only.
+  config.degradation.crop_pad_size = args.crop_pad_size  # Likewise.
+  config.degradation.clean_prob = args.clean_prob
   return config
 
 
@@ -64,6 +66,11 @@ def main():
   parser.add_argument('--learning_rate', type=float, default=5e-4)
   parser.add_argument('--pool_size', type=int, default=0,
                       help="Real-ESRGAN's pool of past pairs (a multiple of --batch; 0: off)")
+  parser.add_argument('--crop_pad_size', type=int, default=0,
+                      help='HR side the real-world degradation works on before the --crop '
+                           'window is cut (0: the crop itself)')
+  parser.add_argument('--clean_prob', type=float, default=0.0,
+                      help="the real-world run's share of samples left at bicubic LR")
   parser.add_argument('--kinds', default='bicubic,realesrgan',
                       help='the models to train now (comma list); a finished run folder is '
                            'scored again, and the table needs both')

@@ -321,8 +321,12 @@ def resolve_num_shards(data_config, global_batch: int, process_count: int) -> in
 
 
 def sample_rows(source: ImageSource, seed: int, step: int, shard: int, rows: int,
-                crop_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                crop_size: int, min_size: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """The rows that `shard` contributes to the global batch of `step`, before their transforms.
+
+  Images from `min_size` pixels up (default crop_size) are used; one smaller than the crop
+  is first mirrored out at its bottom and right to crop_size, as BasicSR pads to its
+  crop_pad_size (reflect-101).
 
   Returns:
     crops: [rows, crop_size, crop_size, 3] uint8, random crops as cut from the images.
@@ -340,12 +344,16 @@ def sample_rows(source: ImageSource, seed: int, step: int, shard: int, rows: int
   read = dict(zip(unique, source.read(unique)))
   substituted = []
   crops = np.empty((rows, crop_size, crop_size, 3), np.uint8)
+  min_size = min_size or crop_size
   for r in range(rows):
     index = int(which[r])
-    image = _usable(read[index], crop_size)
+    image = _usable(read[index], min_size)
     if isinstance(image, str):
       substituted.append(f'{source.name(index)}: {image}')
-      image = _next_usable(source, index, crop_size, read)
+      image = _next_usable(source, index, min_size, read)
+    missing = [(0, max(0, crop_size - n)) for n in image.shape[:2]]
+    if any(after for _, after in missing):
+      image = np.pad(image, missing + [(0, 0)], mode='reflect')
     top = int(corner[r, 0] * (image.shape[0] - crop_size + 1))
     left = int(corner[r, 1] * (image.shape[1] - crop_size + 1))
     crops[r] = image[top:top + crop_size, left:left + crop_size]
@@ -389,6 +397,7 @@ class ProcessRows:
   seed: int
   rows_per_shard: int
   crop_size: int
+  min_size: int = 0  # Images from this size up are padded to crop_size (`sample_rows`).
   # The real-world degradation's fields (a dict of `config.degradation`): each row also
   # gets its blur kernels, drawn here for the same reason BasicSR draws them in its data
   # workers (float64 on the host; see blur_kernels). None: bicubic, no kernels.
@@ -397,7 +406,7 @@ class ProcessRows:
   def __call__(self, step: int) -> HostRows:
     shards = sorted(self.sources)
     parts = [sample_rows(self.sources[k], self.seed, step, k, self.rows_per_shard,
-                         self.crop_size) for k in shards]
+                         self.crop_size, self.min_size) for k in shards]
     kernels = None
     if self.degradation is not None:
       rows = [k * self.rows_per_shard + r for k in shards for r in range(self.rows_per_shard)]

@@ -43,7 +43,7 @@ def dihedral(crops: jax.Array, transforms: jax.Array) -> jax.Array:
 
 class Batch(NamedTuple):
   """One step's global batch, sharded along its first axis."""
-  hr: jax.Array  # [B, crop, crop, 3] uint8
+  hr: jax.Array  # [B, crop, crop, 3] uint8 (crop: config.degradation.crop_pad_size if set)
   kernels: Optional[jax.Array] = None  # [B, 3, 21, 21] float32 (real-world degradation)
 
 
@@ -56,12 +56,16 @@ class TrainBatches:
     seed: data seed.
     sharding: sharding of the global [B, crop, crop, 3] uint8 batch.
     degradation_config: `config.degradation`; with kind 'realesrgan' each row also carries
-      its blur kernels (`Batch.kernels`).
+      its blur kernels (`Batch.kernels`), and the crops are its crop_pad_size when set.
   """
 
   def __init__(self, data_config, global_batch: int, seed: int, sharding,
                degradation_config=None):
-    self.crop_size = data_config.hr_crop_size
+    real_world = degradation_config is not None and degradation_config.kind == 'realesrgan'
+    # The real-world degradation may work on larger crops (images between the two sizes
+    # padded to it); the step then cuts the training crop.
+    self.crop_size = ((real_world and degradation_config.crop_pad_size)
+                      or data_config.hr_crop_size)
     self.seed = seed
     self.global_batch = global_batch
     self.sharding = sharding
@@ -77,9 +81,8 @@ class TrainBatches:
     # In-memory images would be copied into every worker: threads share them instead.
     in_memory = isinstance(self.shards[self.shard_ids[0]], data_sources.InMemoryImages)
     self.num_workers = 0 if in_memory else data_config.num_workers
-    real_world = degradation_config is not None and degradation_config.kind == 'realesrgan'
     self.rows = data_sources.ProcessRows(
-        self.shards, seed, self.rows_per_shard, self.crop_size,
+        self.shards, seed, self.rows_per_shard, self.crop_size, data_config.hr_crop_size,
         degradation_config.to_dict() if real_world else None)
     self._substituted = []  # 'NAME: reason' of each image replaced since the last take.
 

@@ -84,6 +84,15 @@ DEFAULTS = dict(
     # B pairs drawn from it, so one batch mixes several batches' scales and modes. A
     # multiple of the global batch; 0: off. Part of the train state (checkpointed).
     pool_size=0,
+    # The HR side degraded in training before the crop (config.data.hr_crop_size) is cut
+    # from the pair at a random place, so that blur, resize and JPEG meet image borders as
+    # rarely as on a photo (Real-ESRGAN degrades 400x400 for 256x256 crops). A multiple of
+    # the scale, at least the crop; smaller images are mirrored out to it, as BasicSR pads
+    # them. 0: the crop itself.
+    crop_pad_size=0,
+    # The probability that a training sample's LR is the paper's bicubic of its target
+    # instead, so that the model also learns to keep clean detail (not in Real-ESRGAN: 0).
+    clean_prob=0.0,
 )
 
 

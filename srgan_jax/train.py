@@ -42,6 +42,10 @@ def validate_config(config) -> build.Models:
   scale, crop = config.generator.scale, config.data.hr_crop_size
   if crop % scale:
     raise ValueError(f'config.data.hr_crop_size ({crop}) must be a multiple of the scale ({scale})')
+  pad = config.degradation.crop_pad_size
+  if config.degradation.kind == 'realesrgan' and pad and (pad < crop or pad % scale):
+    raise ValueError(f'config.degradation.crop_pad_size ({pad}) must be 0 or a multiple of the '
+                     f'scale ({scale}) of at least config.data.hr_crop_size ({crop})')
   for field, low in (('train.batch_size', 1), ('train.num_steps', 1),
                      ('train.log_every_steps', 1), ('train.checkpoint_every_steps', 1),
                      ('train.keep_checkpoints', 1), ('data.hr_crop_size', 1),

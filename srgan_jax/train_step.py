@@ -127,17 +127,46 @@ def exchange_with_pool(pool: dict, lr, target, key):
   return jax.lax.cond(pool['filled'] >= size, swap, fill, pool)
 
 
+def random_pair_crops(key: jax.Array, lr: jax.Array, target: jax.Array, lr_size: int):
+  """A random lr_size x lr_size window of each LR and the target's window over it (BasicSR's
+  `paired_random_crop`, drawn per sample): the training crop out of a degraded larger one.
+
+  Args:
+    lr: [B, h, w, C]; target: [B, s h, s w, C].
+
+  Returns:
+    [B, lr_size, lr_size, C], [B, s lr_size, s lr_size, C]; the inputs if already that size.
+  """
+  batch, height, width, channels = lr.shape
+  if (height, width) == (lr_size, lr_size):
+    return lr, target
+  scale = target.shape[1] // height
+  top_key, left_key = jax.random.split(key)
+  top = jax.random.randint(top_key, (batch,), 0, height - lr_size + 1)
+  left = jax.random.randint(left_key, (batch,), 0, width - lr_size + 1)
+
+  def cut(lr, target, top, left):
+    side = lr_size * scale
+    return (jax.lax.dynamic_slice(lr, (top, left, 0), (lr_size, lr_size, channels)),
+            jax.lax.dynamic_slice(target, (top * scale, left * scale, 0), (side, side, channels)))
+
+  return jax.vmap(cut)(lr, target, top, left)
+
+
 def degrade(config, key: jax.Array, hr_uint8: jax.Array, kernels: Optional[jax.Array]):
   """The step's LR and target from HR, by `config.degradation.kind`.
 
   Args:
     key: the step's key, fold_in(state.rng, state.step) (the real-world draws).
-    hr_uint8: [B, H, W, 3] uint8.
+    hr_uint8: [B, H, W, 3] uint8: the training crops, or for 'realesrgan' with
+      config.degradation.crop_pad_size the larger crops (H = W = crop_pad_size) that are
+      degraded before the training crop is cut from the pair.
     kernels: [B, 3, 21, 21] float32 for 'realesrgan' (`Batch.kernels`), else None.
 
   Returns:
-    lr [B, H/s, W/s, 3] float32 in [0, 1]; target [B, H, W, 3] float32 in [-1, 1] (HR, or
-    its USM-sharpened form when the real-world degradation sharpens).
+    lr [B, c/s, c/s, 3] float32 in [0, 1]; target [B, c, c, 3] float32 in [-1, 1] (HR, or
+    its USM-sharpened form when the real-world degradation sharpens); c is
+    config.data.hr_crop_size.
   """
   scale = config.generator.scale
   kind = config.degradation.kind
@@ -150,6 +179,15 @@ def degrade(config, key: jax.Array, hr_uint8: jax.Array, kernels: Optional[jax.A
                        '(input_pipeline.Batch.kernels)')
     lr, target = real_degradation.degrade_uint8_batch(key, hr_uint8, kernels,
                                                       config.degradation, scale)
+    lr, target = random_pair_crops(jax.random.fold_in(key, 2), lr, target,
+                                   config.data.hr_crop_size // scale)
+    if config.degradation.clean_prob:
+      # Some samples keep the paper's bicubic LR (of the target), so the model also learns
+      # to leave clean detail alone. Computed for every sample: shapes stay static.
+      clean = degradation.downscale_uint8_batch(jnp.round(target * 255.0), scale,
+                                                config.data.quantize_lr)
+      chosen = jax.random.uniform(jax.random.fold_in(key, 3), (lr.shape[0],))
+      lr = jnp.where((chosen < config.degradation.clean_prob)[:, None, None, None], clean, lr)
     return lr, target * 2.0 - 1.0
   raise ValueError(f"config.degradation.kind must be 'bicubic' or 'realesrgan', got {kind!r}")
 

@@ -131,6 +131,21 @@ def _rows(images_list, **kwargs):
   return data_sources.sample_rows(data_sources.InMemoryImages(images_list), **kwargs)
 
 
+def test_images_between_min_size_and_the_crop_are_mirrored_out_as_basicsr_pads():
+  """crop_pad_size: a 40x50 image gives 48x48 crops of it reflected (reflect-101, as
+  cv2.copyMakeBorder's BORDER_REFLECT_101 in BasicSR) at the bottom; a 20-pixel one is
+  still replaced, being under min_size."""
+  image = np.random.default_rng(0).integers(0, 256, (40, 50, 3)).astype(np.uint8)
+  small = np.zeros((20, 20, 3), np.uint8)
+  crops, _, substituted = _rows([image, small], seed=0, step=0, shard=0, rows=16, crop_size=48,
+                                min_size=32)
+  padded = np.concatenate([image, image[-2:-10:-1]], axis=0)  # Rows 40..47: 38, 37, .. 31.
+  assert padded.shape == (48, 50, 3)
+  for crop in crops:
+    assert any(np.array_equal(crop, padded[:, left:left + 48]) for left in range(3))
+  assert substituted and all('smaller than the 32-pixel crop' in s for s in substituted)
+
+
 def test_batches_are_a_pure_function_of_seed_and_step():
   shard = [np.random.default_rng(i).integers(0, 256, (70, 90, 3)).astype(np.uint8) for i in range(3)]
   a = _rows(shard, seed=1, step=5, shard=0, rows=8, crop_size=32)

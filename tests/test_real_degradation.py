@@ -4,6 +4,7 @@ Each part given the same parameters (and, for noise, the same random draws) as B
 function; the whole pipeline against `RealESRGANModel.feed_data` with its draws scripted.
 """
 
+import functools
 import json
 import math
 
@@ -364,6 +365,7 @@ def test_realesrgan_step_compiles_once_over_50_steps_of_random_scales(tiny_confi
   from srgan_jax import input_pipeline, train_step
   from srgan_jax.models import build
   tiny_config.degradation.kind = 'realesrgan'
+  tiny_config.degradation.crop_pad_size = 48  # Degraded at 48, trained on 32x32 windows.
   mesh = train_step.make_mesh()
   batches = input_pipeline.TrainBatches(tiny_config.data, 8, 0, NamedSharding(mesh, P('data')),
                                         tiny_config.degradation)
@@ -372,14 +374,71 @@ def test_realesrgan_step_compiles_once_over_50_steps_of_random_scales(tiny_confi
   rng = compiled.state.rng
   sizes = set()
   for step, batch in batches.iterate(0, 50):
-    assert batch.kernels.shape == (8, 3, 21, 21)
+    assert batch.kernels.shape == (8, 3, 21, 21) and batch.hr.shape == (8, 48, 48, 3)
     metrics = compiled(batch.hr, kernels=batch.kernels)
     choices = rd.draw_choices(jax.random.fold_in(rng, step), tiny_config.degradation, 8)
-    sizes.add((int(math.floor(32 * float(choices.first.resize_scale))),
-               int(8 * float(choices.second.resize_scale))))
+    sizes.add((int(math.floor(48 * float(choices.first.resize_scale))),
+               int(12 * float(choices.second.resize_scale))))
   assert np.isfinite(float(metrics['g_loss']))
   assert len(sizes) >= 20, sizes  # Many intermediate sizes...
   assert compiled._steps[False]._cache_size() == 1  # ...one compiled step.
+
+
+def test_random_pair_crops_keep_lr_and_target_aligned():
+  """Each sample's window is its own, inside the image, and the target's window is the one
+  over the LR's: on a target that is the LR repeated s x s, the cut target is the cut LR
+  repeated."""
+  from srgan_jax import train_step
+  lr = jax.random.uniform(jax.random.PRNGKey(0), (64, 12, 10, 3))
+  target = jnp.repeat(jnp.repeat(lr, 4, axis=1), 4, axis=2)
+  cut_lr, cut_target = jax.jit(train_step.random_pair_crops, static_argnums=3)(
+      jax.random.PRNGKey(1), lr, target, 8)
+  assert cut_lr.shape == (64, 8, 8, 3) and cut_target.shape == (64, 32, 32, 3)
+  np.testing.assert_array_equal(np.repeat(np.repeat(np.asarray(cut_lr), 4, 1), 4, 2),
+                                np.asarray(cut_target))
+  lr, cut_lr = np.asarray(lr), np.asarray(cut_lr)
+  offsets = set()
+  for i in range(64):
+    found = [(t, l) for t in range(5) for l in range(3)
+             if np.array_equal(lr[i, t:t + 8, l:l + 8], cut_lr[i])]
+    assert len(found) == 1
+    offsets.add(found[0])
+  assert len(offsets) >= 10  # Drawn per sample, over the whole range.
+  same = train_step.random_pair_crops(jax.random.PRNGKey(1), cut_lr, cut_target, 8)
+  assert same[0] is cut_lr  # Already the crop: nothing cut.
+
+
+def test_clean_prob_leaves_that_share_of_samples_at_bicubic_lr(tiny_config):
+  """With clean_prob p, a sample's LR is the paper's bicubic of its target with probability
+  p (drawn from the step's key), else Real-ESRGAN's; the target is the same either way."""
+  from srgan_jax import degradation, train_step
+  tiny_config.degradation.kind, tiny_config.degradation.sharpen = 'realesrgan', False
+  hr = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8))
+  kernels = jnp.asarray(blur_kernels.batch_kernels(tiny_config.degradation, 0, 0, range(64)))
+  bicubic = np.asarray(degradation.downscale_uint8_batch(hr, 4))
+  key = jax.random.PRNGKey(3)
+  shares = {}
+  for p in (0.0, 0.3, 1.0):
+    tiny_config.degradation.clean_prob = p
+    lr, target = jax.jit(functools.partial(train_step.degrade, tiny_config))(key, hr, kernels)
+    np.testing.assert_allclose(np.asarray(target), np.asarray(hr) / 127.5 - 1.0, atol=1e-6)
+    clean = (np.asarray(lr) == bicubic).all(axis=(1, 2, 3))
+    shares[p] = clean.mean()
+    if p == 0.3:
+      degraded = np.asarray(lr)[~clean]
+      tiny_config.degradation.clean_prob = 0.0
+      real = jax.jit(functools.partial(train_step.degrade, tiny_config))(key, hr, kernels)[0]
+      np.testing.assert_array_equal(np.asarray(real)[~clean], degraded)
+  assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.15 < shares[0.3] < 0.45, shares
+
+
+def test_crop_pad_size_is_checked(tiny_config, tmp_path):
+  from srgan_jax import train
+  tiny_config.degradation.kind = 'realesrgan'
+  for bad in (30, 34):  # Smaller than the crop (32); not a multiple of the scale.
+    tiny_config.degradation.crop_pad_size = bad
+    with pytest.raises(ValueError, match=f'crop_pad_size \\({bad}\\) must be 0 or a multiple'):
+      train.train_and_evaluate(tiny_config, str(tmp_path / str(bad)))
 
 
 def test_training_pair_pool_fills_then_swaps():
