@@ -35,9 +35,10 @@ from srgan_jax.models import build, vgg
 
 
 def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str,
-                degradation: str = 'bicubic'):
+                degradation: str = 'bicubic', crop_pad_size: int = 0):
   config = default.get_config()
   config.degradation.kind = degradation
+  config.degradation.crop_pad_size = crop_pad_size
   config.generator.output_conv = output_conv
   config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
   config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
@@ -61,6 +62,8 @@ class StepRunner:
     self.step = train_step.CompiledStep(config, build.build_models(config),
                                         train_step.make_mesh(), vgg_params, 'keras', packed)
     self.step.init(jax.random.PRNGKey(0))
+    if config.degradation.kind == 'realesrgan' and config.degradation.crop_pad_size:
+      crop = config.degradation.crop_pad_size  # Degraded at this size, trained on `crop`.
     hr = np.random.default_rng(0).integers(0, 256, (batch, crop, crop, 3), np.uint8)
     self.hr = jax.device_put(hr, self.step.batch_sharding)
     self.kernels = None
@@ -97,6 +100,9 @@ def main():
   parser.add_argument('--output_convs', default='subpixel4',
                       help='comma list of config.generator.output_conv: '
                            'direct, subpixel2, subpixel4')
+  parser.add_argument('--crop_pad_size', type=int, default=0,
+                      help="the real-world degradation's HR side before the --crop window is "
+                           'cut (config.degradation.crop_pad_size; 0: --crop)')
   parser.add_argument('--degradations', default='bicubic',
                       help='comma list of config.degradation.kind: bicubic, realesrgan '
                            '(then the degradation alone is timed too, and its share printed)')
@@ -124,7 +130,7 @@ def main():
   for model, batch, dtype, output_conv, form, kind in itertools.product(
       args.models.split(','), map(int, args.batch_sizes.split(',')), args.dtypes.split(','),
       args.output_convs.split(','), forms, args.degradations.split(',')):
-    config = step_config(model, batch, dtype, args.crop, output_conv, kind)
+    config = step_config(model, batch, dtype, args.crop, output_conv, kind, args.crop_pad_size)
     runner = StepRunner(config, model, STATE_FORMS[form])
     seconds = common.time_calls(runner, args.warmup, args.iters)
     per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
@@ -141,6 +147,7 @@ def main():
       row['mfu'] = row['tflops'] / args.peak_tflops
     if kind != 'bicubic':
       degradation_seconds = runner.degradation_seconds(args.warmup, args.iters)
+      row['crop_pad_size'] = args.crop_pad_size or args.crop
       row['degradation_ms'] = 1e3 * degradation_seconds
       row['degradation_share_of_step'] = degradation_seconds / seconds
     if args.torch:

@@ -13,4 +13,6 @@ from configs import srgan_mse_291
 def get_config():
   config = srgan_mse_291.get_config()
   config.degradation.kind = 'realesrgan'
+  # Degrade 152x152 crops and train on a 96x96 window of each, about Real-ESRGAN's 400 for 256.
+  config.degradation.crop_pad_size = 152
   return config

@@ -53,12 +53,12 @@ def test_train_step_benchmark_times_the_real_world_degradation_and_its_share(tmp
   out = tmp_path / 'rows.jsonl'
   result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
                        '--dtypes=float32', '--crop=32', '--degradations=bicubic,realesrgan',
-                       '--warmup=1', '--iters=2', f'--json={out}'])
+                       '--crop_pad_size=48', '--warmup=1', '--iters=2', f'--json={out}'])
   assert result.returncode == 0, result.stderr[-3000:]
   bicubic, real = _rows(out)
   assert (bicubic['degradation'], real['degradation']) == ('bicubic', 'realesrgan')
   assert 'degradation_ms' not in bicubic
-  assert real['degradation_ms'] > 0
+  assert real['degradation_ms'] > 0 and real['crop_pad_size'] == 48 and real['crop'] == 32
   assert real['degradation_share_of_step'] == pytest.approx(
       real['degradation_ms'] / real['ms_per_step'])
 

@@ -541,11 +541,13 @@ def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, c
 
 def test_real_configs_and_a_wrong_kind():
   from configs import real_srgan_mse_291, real_srresnet_291, srgan_mse_291
-  from srgan_jax import train_step
+  from srgan_jax import train, train_step
   for module in (real_srresnet_291, real_srgan_mse_291):
     config = module.get_config()
     assert config.degradation.kind == 'realesrgan' and config.loss.content == 'pixel'
     assert config.degradation.jpeg_range == rd.DEFAULTS['jpeg_range']
+    assert config.degradation.crop_pad_size > config.data.hr_crop_size
+    train.validate_config(config)  # crop_pad_size a multiple of the scale.
   assert real_srgan_mse_291.get_config().loss.adversarial_weight == \
       srgan_mse_291.get_config().loss.adversarial_weight > 0
   config = real_srresnet_291.get_config()
