@@ -16,7 +16,8 @@ on clean bicubic LR it stays within 1.5 dB of the first. Prints the table and wr
 results.json to --out, with the commands, settings and machine.
 
 The target is not USM-sharpened here (`--config.degradation.sharpen=False`): both models
-are then scored against the HR they were trained to produce.
+are then scored against the HR they were trained to produce. `--crop_pad_size` and
+`--clean_prob` set the real-world run's `config.degradation` fields of those names.
 """
 
 import argparse
