@@ -187,13 +187,18 @@ def test_gpu_check_time_limits_fit_the_device_budget():
   assert len(limits) >= 5
   assert sum(limits) <= 570, sum(limits)
   assert f'{sum(limits)} s in all' in script  # The header states the same total.
+  # A part run only when named (indented, inside its `if`) takes a call of its own.
+  named_only = [int(line.split()[2]) for line in script.splitlines()
+                if line.startswith('  run ')]
+  assert named_only and max(named_only) <= 570, named_only
 
 
 def test_gpu_check_passes_only_flags_its_scripts_define():
   """A misspelt flag in gpu_check.sh would cost a whole device session; --help knows them."""
   script = _gpu_check_script()
-  commands = [shlex.split(line)[3:] for line in script.splitlines() if line.startswith('run ')]
-  assert len(commands) >= 5
+  commands = [shlex.split(line)[3:] for line in script.splitlines()
+              if line.strip().startswith('run ')]
+  assert len(commands) >= 6
   helps = {}
   for command in commands:
     if command[0] == 'env':  # env NAME=VALUE ... python3 ...
