@@ -46,6 +46,9 @@ def validate_config(config) -> build.Models:
   if config.degradation.kind == 'realesrgan' and pad and (pad < crop or pad % scale):
     raise ValueError(f'config.degradation.crop_pad_size ({pad}) must be 0 or a multiple of the '
                      f'scale ({scale}) of at least config.data.hr_crop_size ({crop})')
+  if not 0 <= config.degradation.clean_prob <= 1:
+    raise ValueError(f'config.degradation.clean_prob must be in [0, 1], got '
+                     f'{config.degradation.clean_prob}')
   for field, low in (('train.batch_size', 1), ('train.num_steps', 1),
                      ('train.log_every_steps', 1), ('train.checkpoint_every_steps', 1),
                      ('train.keep_checkpoints', 1), ('data.hr_crop_size', 1),

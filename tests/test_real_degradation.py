@@ -432,13 +432,17 @@ def test_clean_prob_leaves_that_share_of_samples_at_bicubic_lr(tiny_config):
   assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.15 < shares[0.3] < 0.45, shares
 
 
-def test_crop_pad_size_is_checked(tiny_config, tmp_path):
+def test_crop_pad_size_and_clean_prob_are_checked(tiny_config, tmp_path):
   from srgan_jax import train
   tiny_config.degradation.kind = 'realesrgan'
   for bad in (30, 34):  # Smaller than the crop (32); not a multiple of the scale.
     tiny_config.degradation.crop_pad_size = bad
     with pytest.raises(ValueError, match=f'crop_pad_size \\({bad}\\) must be 0 or a multiple'):
       train.train_and_evaluate(tiny_config, str(tmp_path / str(bad)))
+  tiny_config.degradation.crop_pad_size = 0
+  tiny_config.degradation.clean_prob = 1.5
+  with pytest.raises(ValueError, match=r'clean_prob must be in \[0, 1\], got 1.5'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'clean'))
 
 
 def test_training_pair_pool_fills_then_swaps():
