@@ -16,7 +16,7 @@ replaces an image that cannot be used (a record that does not decode, a TFDS ima
 than the crop): the next usable one of the shard, so a resumed run sees the same rows.
 
 `ProcessRows` is what Grain's worker processes unpickle and run; they import JAX (Grain
-does) but never start an accelerator backend here (`keep_worker_off_accelerators`).
+does) but never start an accelerator backend here (`init_worker`).
 """
 
 import concurrent.futures
@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from srgan_jax import blur_kernels
+from srgan_jax import blur_kernels, child_processes
 from srgan_jax import images as image_io
 from srgan_jax import records
 
@@ -416,9 +416,11 @@ class ProcessRows:
                     tuple(s for p in parts for s in p[2]), kernels)
 
 
-def keep_worker_off_accelerators(worker_index: int, worker_count: int):
-  """Grain's worker_init_fn: a worker must not start JAX (or TensorFlow) on an accelerator."""
+def init_worker(worker_index: int, worker_count: int):
+  """Grain's worker_init_fn: the worker ends with the trainer, however the trainer dies
+  (`child_processes`), and must not start JAX (or TensorFlow) on an accelerator."""
   del worker_index, worker_count
+  child_processes.end_multiprocessing_child_with_parent()
   os.environ['JAX_PLATFORMS'] = 'cpu'
   os.environ['CUDA_VISIBLE_DEVICES'] = ''
   import jax  # Already imported by Grain; the flag must change before any backend starts.

@@ -122,7 +122,7 @@ class TrainBatches:
         flags.FLAGS.mark_as_parsed()
       dataset = dataset.mp_prefetch(
           grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=1),
-          worker_init_fn=data_sources.keep_worker_off_accelerators)
+          worker_init_fn=data_sources.init_worker)
     iterator = iter(dataset)
     try:
       yield from iterator

@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import tqdm
 
-from srgan_jax import data_sources, images as image_io, records
+from srgan_jax import child_processes, data_sources, images as image_io, records
 
 SETTINGS = 'prepare.json'
 
@@ -84,6 +84,7 @@ _WORKER_IMAGES: Optional[_Images] = None
 
 def _init_worker(settings: dict):
   global _WORKER_IMAGES
+  child_processes.end_multiprocessing_child_with_parent()  # A killed prepare leaves none.
   _WORKER_IMAGES = _Images(settings)
 
 

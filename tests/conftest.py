@@ -24,6 +24,35 @@ def require_shared_data(*parts) -> str:
   return path
 
 
+# The reference implementations some tests compare against, and the line that installs each
+# (.ci/run installs them all; the README's test command does not).
+REFERENCE_INSTALLS = {
+    'torch': 'pip install torch==2.13.0',
+    'lpips': 'pip install torch==2.13.0 && pip install --no-deps lpips==0.1.4',
+    'basicsr': 'pip install torch==2.13.0 && pip install --no-deps --no-build-isolation basicsr==1.4.2',
+    'cv2': 'pip install opencv-python-headless',
+}
+
+
+def reference_missing(package: str, detail: str = ''):
+  """Skips the test, naming `package`'s install line; fails instead under CI=true."""
+  reason = f'{package} (a reference) is not installed: {REFERENCE_INSTALLS[package]}'
+  if os.environ.get('CI', '').lower() == 'true':
+    pytest.fail(f'{reason} {detail}; .ci/run installs it')
+  pytest.skip(reason)
+
+
+def import_reference(module: str):
+  """Imports a reference package or one of its modules (`REFERENCE_INSTALLS`, e.g.
+  'torch.nn.functional') through `pytest.importorskip`: skips, naming its install line,
+  where it is absent, but fails under CI=true, where .ci/run installs it."""
+  package = module.split('.')[0]
+  try:
+    return pytest.importorskip(module, reason='')
+  except pytest.skip.Exception:
+    reference_missing(package, f'(import {module} failed)')
+
+
 @pytest.fixture
 def tiny_config():
   from configs import test as test_config
@@ -54,10 +83,58 @@ def run_python(args, env_extra=None, timeout=600, cwd=REPO):
                         text=True, timeout=timeout)
 
 
-def killed_training_run(workdir, extra_args=(), log_lines: int = 6, timeout: float = 300) -> list:
+def descendants(pid: int) -> dict:
+  """Every living process below `pid` (children, theirs, ...), from /proc: {pid: start
+  time in clock ticks} (the start time tells a pid reused later from the process seen)."""
+  children = {}
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        with open(f'/proc/{entry}/stat') as f:
+          fields = f.read().rsplit(')', 1)[1].split()
+      except OSError:  # Ended while we looked.
+        continue
+      children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
+  found, todo = {}, [pid]
+  while todo:
+    for child, start in children.get(todo.pop(), []):
+      found[child] = start
+      todo.append(child)
+  return found
+
+
+def still_running(processes: dict) -> list:
+  """The pids of `descendants()`' result that still run (a zombie has ended: it holds no
+  memory and runs nothing, and only waits for a parent that may no longer reap)."""
+  running = []
+  for pid, start in processes.items():
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+      continue
+    if fields[0] != 'Z' and int(fields[19]) == start:
+      running.append(pid)
+  return running
+
+
+def assert_all_end_within(processes: dict, seconds: float):
+  """Fails naming the processes of `processes` still running after `seconds`."""
+  import time
+  deadline = time.monotonic() + seconds
+  while still_running(processes) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  left = still_running(processes)
+  assert not left, 'still running: ' + '; '.join(
+      f'{pid}: {open(f"/proc/{pid}/cmdline").read().replace(chr(0), " ")[:200]}' for pid in left)
+
+
+def killed_training_run(workdir, extra_args=(), log_lines: int = 6, timeout: float = 300,
+                        children: dict = None) -> list:
   """Starts main.py on configs/test.py (checkpoints every step) in `workdir`, SIGKILLs it
   (no chance to clean up) once metrics.jsonl has `log_lines` lines, and returns the
-  arguments that continue it (add --config.train.num_steps)."""
+  arguments that continue it (add --config.train.num_steps). `children`, if given, is
+  filled with the run's `descendants` as they were just before the kill."""
   import signal
   import time
   env = dict(os.environ, PYTHONPATH=REPO)
@@ -75,6 +152,8 @@ def killed_training_run(workdir, extra_args=(), log_lines: int = 6, timeout: flo
     while not (os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= log_lines):
       assert process.poll() is None and time.monotonic() < deadline
       time.sleep(0.1)
+    if children is not None:
+      children.update(descendants(process.pid))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
   finally:

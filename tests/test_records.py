@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from srgan_jax import data_sources, images, input_pipeline, prepare, records
-from tests.conftest import REPO, run_python, train_straight_and_resumed
+from tests.conftest import (REPO, assert_all_end_within, descendants, killed_training_run,
+                            run_python, train_straight_and_resumed)
 
 
 def _photos(root, count=6, seed=0, sizes=((70, 90), (64, 64), (50, 130))):
@@ -96,14 +97,19 @@ def test_a_killed_prepare_finishes_on_rerun_with_the_files_of_an_uninterrupted_o
 
   killed = tmp_path / 'killed'
   env = dict(os.environ, PYTHONPATH=REPO)
-  process = subprocess.Popen([sys.executable, *args, f'--output={killed}'], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # Two shard writers: a killed prepare must leave no process behind (`child_processes`).
+  process = subprocess.Popen([sys.executable, *args, f'--output={killed}', '--processes=2'],
+                             cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline and len(list(killed.glob('part00000-*.json'))) < 4:
     time.sleep(0.02)
+  children = descendants(process.pid)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (killed / records.MANIFEST).exists(), 'the run finished before it was killed'
+  assert len(children) >= 2, f'expected two shard writers below prepare, found {children}'
+  assert_all_end_within(children, 10)
   # What a kill can leave: a shard cut short under its temporary name.
   (killed / 'part00000-00020.array_record.partial').write_bytes(b'half a shard')
   with pytest.raises(records.RecordsError, match='manifest.json is missing'):
@@ -257,6 +263,18 @@ def test_training_from_records_resumes_to_the_same_parameters(prepared_folder, t
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
+def test_a_killed_trainer_leaves_no_worker_or_tracker_running(prepared_folder, tmp_path):
+  """SIGKILL runs no handler of the trainer's: its Grain workers (and multiprocessing's
+  resource tracker they share) must end by themselves (`child_processes`)."""
+  children = {}
+  killed_training_run(tmp_path / 'run', [f'--config.data.source=records:{prepared_folder}',
+                                         '--config.data.num_workers=2'],
+                      log_lines=3, children=children)
+  assert len(children) >= 2, f'expected two Grain workers below the trainer, found {children}'
+  assert_all_end_within(children, 10)
+
+
 def test_a_worker_reads_records_without_starting_an_accelerator_backend(prepared_folder,
                                                                         tiny_config, tmp_path):
   """Grain workers unpickle `ProcessRows` and call it: that must not bring JAX up on a device."""
@@ -271,7 +289,7 @@ def test_a_worker_reads_records_without_starting_an_accelerator_backend(prepared
 import pickle, sys
 import numpy as np
 from srgan_jax import data_sources
-data_sources.keep_worker_off_accelerators(0, 1)
+data_sources.init_worker(0, 1)
 rows = pickle.load(open({str(tmp_path / 'rows.pkl')!r}, 'rb'))
 got = rows(2)
 from jax._src import xla_bridge
