@@ -112,6 +112,9 @@ class _StopRequest:
 
   A second SIGINT (Ctrl-C again, e.g. during a long compile) raises KeyboardInterrupt at
   once; the checkpoints already written stay complete (Orbax finalises a step atomically).
+  A signal the process was started ignoring stays ignored, as Python leaves it: a job that a
+  shell starts in the background ignores the Ctrl-C meant for the foreground. On exit each
+  handler found is put back.
   """
 
   def __init__(self):
@@ -120,6 +123,8 @@ class _StopRequest:
 
   def __enter__(self):
     for sig in (signal.SIGTERM, signal.SIGINT):
+      if signal.getsignal(sig) is signal.SIG_IGN:
+        continue
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.

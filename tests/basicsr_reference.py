@@ -8,8 +8,8 @@ degradation needs are loaded from the installed package's files instead, with th
 import provided: `rgb_to_grayscale` as torchvision documents it (ITU-R 601-2 luma,
 0.2989 R + 0.587 G + 0.114 B).
 
-Skips (with the reason) when torch, OpenCV or basicsr are not installed, and fails under
-CI=true, where .ci/run installs them (`pip install --no-deps basicsr==1.4.2`).
+Skips (naming the install line) when torch, OpenCV or basicsr are not installed, and fails
+under CI=true, where .ci/run installs them (`tests.conftest.import_reference`).
 """
 
 import importlib.util
@@ -17,7 +17,7 @@ import os
 import sys
 import types
 
-import pytest
+from tests.conftest import import_reference, reference_missing
 
 
 def _stub_torchvision():
@@ -36,18 +36,13 @@ def _stub_torchvision():
   sys.modules['torchvision.transforms.functional_tensor'] = module
 
 
-def _absent(message):
-  if os.environ.get('CI', '').lower() == 'true':
-    pytest.fail(message + ': .ci/run installs it')
-  pytest.skip(message)
-
-
 def load(*relative_paths):
   """Modules of the installed basicsr by path, e.g. load('data/degradations.py')."""
-  for name in ('torch', 'cv2', 'scipy', 'basicsr'):
-    if importlib.util.find_spec(name) is None:
-      _absent(f'{name} is not installed (the BasicSR reference needs it)')
-  spec = importlib.util.find_spec('basicsr')
+  import_reference('torch')
+  import_reference('cv2')
+  spec = importlib.util.find_spec('basicsr')  # Found, not imported (see above).
+  if spec is None:
+    reference_missing('basicsr')
   root = list(spec.submodule_search_locations)[0]
   _stub_torchvision()
   modules = []

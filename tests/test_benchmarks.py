@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, require_shared_data, run_python
+from tests.conftest import REPO, import_reference, require_shared_data, run_python
 
 
 def _rows(path):
@@ -219,7 +219,7 @@ def test_gpu_check_passes_only_flags_its_scripts_define():
 def test_torch_reference_is_the_same_network():
   """The PyTorch model timed beside ours has our layers: same parameter counts at the
   paper's sizes, and with our weights its generator computes our generator's output."""
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   import jax
   import jax.numpy as jnp
   from benchmarks import torch_reference
@@ -259,7 +259,7 @@ def test_torch_reference_is_the_same_network():
 def test_torch_reference_step_updates_what_ours_updates():
   """The PyTorch SRGAN step runs (so a GPU session's `--torch` figures do not break), trains
   G and D, leaves VGG alone, and takes D's weight gradients once per step (D update only)."""
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   from benchmarks import torch_reference
 
   torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_torch_reference_marks_each_step_for_cuda_graphs(monkeypatch):
   """Under reduce-overhead (CUDA graphs) each step starts with cudagraph_mark_step_begin,
   which a step needs so that a replay does not overwrite outputs still in use. Compiling
   is replaced by the eager forward here: the wiring is what is tested (graphs need a GPU)."""
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   from benchmarks import torch_reference
   marks = []
   monkeypatch.setattr(torch, 'compile', lambda forward, mode: forward)
@@ -297,7 +297,7 @@ def test_torch_reference_marks_each_step_for_cuda_graphs(monkeypatch):
 
 
 def test_torch_reference_without_autocast_trains_bf16_networks():
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   from benchmarks import torch_reference
   for autocast, weight_dtype in ((True, torch.float32), (False, torch.bfloat16)):
     settings = torch_reference.Settings(autocast=autocast)

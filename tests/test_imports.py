@@ -6,7 +6,7 @@ Read from the source (the `ast` of each module), so the check sees what a reader
 import ast
 import os
 
-from tests.conftest import REPO
+from tests.conftest import REFERENCE_INSTALLS, REPO
 
 PACKAGE = 'srgan_jax'
 
@@ -156,3 +156,40 @@ def test_library_and_configs_carry_no_run_logs():
           with open(os.path.join(folder, name)) as f:
             found += [f'{name}:{i}' for i, line in enumerate(f, 1) if pattern.search(line)]
   assert found == []
+
+
+def _reference_imports(tree: ast.AST) -> list[str]:
+  """Each import of a reference package (`REFERENCE_INSTALLS`) in `tree` not made through
+  `import_reference`: import statements, and calls such as pytest.importorskip('torch')."""
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names = [node.module]
+    elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+          and isinstance(node.args[0].value, str)
+          and getattr(node.func, 'attr', getattr(node.func, 'id', '')) in (
+              'importorskip', 'import_module', '__import__')):
+      names = [node.args[0].value]
+    else:
+      continue
+    found += [f'line {node.lineno}: {name}' for name in names
+              if name.split('.')[0] in REFERENCE_INSTALLS]
+  return found
+
+
+def test_test_modules_import_reference_packages_only_through_import_reference():
+  """A test that imports torch (or lpips, basicsr, cv2) directly fails with ImportError on a
+  machine without the references, where the README's test command must pass."""
+  found = []
+  for name in sorted(os.listdir(os.path.join(REPO, 'tests'))):
+    if name.endswith('.py'):
+      with open(os.path.join(REPO, 'tests', name)) as f:
+        found += [f'tests/{name} {hit}' for hit in _reference_imports(ast.parse(f.read()))]
+  assert found == []
+  # The check itself sees each form.
+  assert len(_reference_imports(ast.parse(
+      'import torch\nfrom cv2 import imread\ndef f():\n  import torch.nn.functional as F\n'
+      'pytest.importorskip("lpips")\nimportlib.import_module("basicsr.data")\n'
+      'import_reference("torch")\nimport numpy'))) == 5

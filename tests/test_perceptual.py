@@ -21,7 +21,7 @@ import pytest
 
 from srgan_jax import degradation, images, niqe, quality, weights
 from srgan_jax.models import lpips
-from tests.conftest import require_shared_data, run_python
+from tests.conftest import import_reference, require_shared_data, run_python
 
 MATLAB_NIQE_BABOON = 5.72957338  # MATLAB R2021a, BasicSR's test image, Y, no crop.
 
@@ -106,7 +106,7 @@ def lpips_package(tmp_path_factory):
   if sys.version_info[:2] != (3, 11):
     pytest.skip('PyTorch for the reference is installed on Python 3.11 only (its CPU build '
                 'lies on these machines\' disk for 3.11)')
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   folder = require_shared_data('metrics', 'lpips', 'v0.1')
   root = tmp_path_factory.mktemp('lpips')
   files = {'alex': str(root / 'alexnet-owt-7be5be79.pth'), 'vgg': str(root / 'vgg16-397923af.pth')}
@@ -123,7 +123,7 @@ def lpips_package(tmp_path_factory):
   saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.models')}
   sys.modules['torchvision'], sys.modules['torchvision.models'] = stand_in, stand_in.models
   try:
-    package = pytest.importorskip('lpips')
+    package = import_reference('lpips')
   finally:
     for key, module in saved.items():
       if module is None:

@@ -15,11 +15,12 @@ import pytest
 
 from srgan_jax import blur_kernels, real_degradation as rd
 from tests import basicsr_reference
+from tests.conftest import import_reference
 
 
 def _torch(x):
   """[B, H, W, C] numpy -> [B, C, H, W] float32 torch."""
-  import torch
+  torch = import_reference('torch')
   return torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(x, np.float32), (0, 3, 1, 2))))
 
 
@@ -67,7 +68,7 @@ def test_row_kernels_are_a_function_of_seed_step_row(tiny_config):
 @pytest.mark.parametrize('height,width', [(23, 31), (32, 32), (57, 40)])
 def test_filter2d_equals_basicsr(height, width):
   img_process = basicsr_reference.load('utils/img_process_util.py')
-  import torch
+  torch = import_reference('torch')
   rng = np.random.default_rng(height)
   images = rng.uniform(size=(3, height, width, 3)).astype(np.float32)
   kernels = np.stack([blur_kernels.gaussian(21, 2.0, 0.7, 0.3), blur_kernels.sinc(9, 1.5),
@@ -81,7 +82,7 @@ def test_filter2d_equals_basicsr(height, width):
 
 
 def _resize_reference(images, mode, size=None, scale_factor=None):
-  import torch.nn.functional as F
+  F = import_reference('torch.nn.functional')
   return _numpy(F.interpolate(_torch(images), size=size, scale_factor=scale_factor, mode=mode))
 
 
@@ -121,7 +122,7 @@ def test_resize_equals_torch_interpolate_with_sizes_traced():
 
 def test_gaussian_noise_equals_basicsr_with_the_same_draws():
   deg = basicsr_reference.load('data/degradations.py')
-  import torch
+  torch = import_reference('torch')
   rng = np.random.default_rng(2)
   images = rng.uniform(size=(4, 19, 26, 3)).astype(np.float32)
   sigma = np.array([1.0, 7.5, 25.0, 30.0], np.float32)
@@ -139,7 +140,7 @@ def test_gaussian_noise_equals_basicsr_with_the_same_draws():
 
 def test_poisson_noise_equals_basicsr_with_the_same_draws(monkeypatch):
   deg = basicsr_reference.load('data/degradations.py')
-  import torch
+  torch = import_reference('torch')
   rng = np.random.default_rng(3)
   # Few distinct levels in one sample, all 256 in another: the rate scale differs.
   images = rng.uniform(size=(3, 20, 24, 3)).astype(np.float32)
@@ -208,8 +209,8 @@ def test_poisson_counts_are_scipys_inverse_cdf():
 
 def test_jpeg_equals_diffjpeg_and_reports_libjpeg():
   diffjpeg = basicsr_reference.load('utils/diffjpeg.py')
-  import cv2
-  import torch
+  cv2 = import_reference('cv2')
+  torch = import_reference('torch')
   from skimage import data
   photo = data.astronaut()[100:164, 150:218].astype(np.float32) / 255.0  # 64 x 68: padded
   noisy = np.random.default_rng(4).uniform(size=(64, 68, 3)).astype(np.float32)
@@ -248,8 +249,8 @@ def _feed_data(basicsr_modules):
   import ast
   import importlib.util
   import os
-  import torch
-  import torch.nn.functional as F
+  torch = import_reference('torch')
+  F = import_reference('torch.nn.functional')
   deg, img_process, transforms = basicsr_modules
   root = list(importlib.util.find_spec('basicsr').submodule_search_locations)[0]
   source = open(os.path.join(root, 'models', 'realesrgan_model.py')).read()
@@ -293,7 +294,7 @@ class _Scripted:
 def test_pipeline_equals_basicsr_feed_data(tiny_config, resize_first):
   """The whole second-order pipeline (noise zeroed: its draws are tested above) against
   feed_data's own code, every per-batch draw scripted, both final orders."""
-  import torch
+  torch = import_reference('torch')
   from skimage import data
   modules = basicsr_reference.load('data/degradations.py', 'utils/img_process_util.py',
                                    'data/transforms.py')

@@ -2,6 +2,8 @@ import functools
 import json
 import logging as std_logging
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ import pytest
 
 from srgan_jax import degradation, losses, run_folder, train, train_step
 from srgan_jax.models import build, vgg
-from tests.conftest import run_python, train_straight_and_resumed
+from tests.conftest import REPO, run_python, train_straight_and_resumed
 
 
 def _init(config, seed=0):
@@ -263,15 +265,51 @@ def test_a_stop_request_saves_once_and_stops(tiny_config, tmp_path, monkeypatch,
   assert os.listdir(tmp_path / 'checkpoints') == ['1']
 
 
-def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
+def check_stop_request_signals():
+  """SIGTERM asks for a stop, and so does Ctrl-C, a second of which interrupts; with SIGINT
+  ignored (a job started in the background) Ctrl-C stays ignored. Whatever handlers the
+  process had are found again after each stop request, and at the end."""
   import signal
-  with train._StopRequest() as stop:
-    assert not stop.requested
-    signal.raise_signal(signal.SIGTERM)
-    assert stop.requested  # The loop saves and stops after the current step.
-    with pytest.raises(KeyboardInterrupt):
-      signal.raise_signal(signal.SIGINT)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored on exit.
+  found = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+  try:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with train._StopRequest() as stop:
+      assert not stop.requested
+      signal.raise_signal(signal.SIGTERM)
+      assert stop.requested  # The loop saves and stops after the current step.
+      with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored on exit.
+    assert signal.getsignal(signal.SIGTERM) is found[1]
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with train._StopRequest() as stop:
+      signal.raise_signal(signal.SIGINT)  # Nothing happens.
+      assert not stop.requested
+      signal.raise_signal(signal.SIGTERM)
+      assert stop.requested
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, found[0])
+  assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == found
+
+
+def test_first_signal_asks_for_a_stop_and_a_second_ctrl_c_interrupts():
+  check_stop_request_signals()
+
+
+def test_stop_request_signals_in_a_process_started_with_sigint_ignored():
+  """As `nohup ... &`, cron and many CI runners start the suite."""
+  script = ('import signal; assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN; '
+            'from tests.test_train import check_stop_request_signals as check; check(); '
+            'print("ok")')
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  # The shell ignores SIGINT, and exec keeps a signal ignored.
+  result = subprocess.run(['sh', '-c', 'trap "" INT; exec "$0" "$@"', sys.executable, '-c',
+                           script], cwd=REPO, env=env, text=True, capture_output=True,
+                          timeout=300)
+  assert result.returncode == 0 and 'ok' in result.stdout, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize('field,value,message', [

@@ -9,7 +9,7 @@ import pytest
 
 from srgan_jax import train, weights
 from srgan_jax.models import vgg
-from tests.conftest import require_shared_data, run_python
+from tests.conftest import import_reference, require_shared_data, run_python
 
 KERAS_LAYER = lambda name: f'block{name[4]}_conv{name[6]}'
 
@@ -96,7 +96,7 @@ def test_read_keras3_saved_weights(tmp_path):
 def test_torchvision_state_dict_without_torch_at_read_time(tmp_path, zip_format):
   """Both of torch.save's formats: the zip archive, and the older one that torchvision's
   published files (vgg19-dcbb9e9d.pth among them) were written in."""
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   params = vgg.random_params(seed=4)
   state = {}
   for name, index in weights.TORCHVISION_VGG19_INDEX.items():
@@ -116,7 +116,7 @@ def test_torchvision_state_dict_without_torch_at_read_time(tmp_path, zip_format)
 def test_published_lpips_files_read_as_torch_reads_them():
   """The lpips package's v0.1 files, saved from CUDA in the older format, read without
   PyTorch give what torch.load gives."""
-  torch = pytest.importorskip('torch')
+  torch = import_reference('torch')
   folder = require_shared_data('metrics', 'lpips', 'v0.1')
   for name in ('alex.pth', 'vgg.pth', 'squeeze.pth'):
     ours = weights.read_torch_state_dict(os.path.join(folder, name))
