@@ -1,9 +1,9 @@
 """Child processes that end when their parent dies, however it dies.
 
-A SIGKILLed trainer runs no handler of its own, so its Grain workers and `prepare`'s
-shard writers would be reparented to init and keep running (on a preemptible host that
-restarts the same command, each preemption would leak them). The binding therefore lives
-in the child, at its start:
+A SIGKILLed trainer runs no handler of its own, so its Grain workers, `prepare`'s shard
+writers and the commands the library runs (`weights fetch`'s pip) would be reparented to
+init and keep running (on a preemptible host that restarts the same command, each
+preemption would leak them). The binding therefore lives in the child, at its start:
 
 - Linux: `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the child when its parent
   goes. The parent may already have died between the spawn and that call, so the child
@@ -62,3 +62,27 @@ def end_multiprocessing_child_with_parent(*_) -> None:
   parent = multiprocessing.parent_process()
   if parent is not None:
     end_with_parent(parent.pid)  # The pid the parent recorded before it spawned us.
+
+
+def bound_command(command: list[str]) -> list[str]:
+  """`command` (an argv for `subprocess`) made to end with this process, on Linux.
+
+  A small Python wrapper binds itself to this process (its pid recorded now) and then
+  replaces itself with `command`; the kernel's binding survives exec. Elsewhere `command`
+  is returned as it is: a watching thread would not survive exec.
+  """
+  if not sys.platform.startswith('linux'):
+    return list(command)
+  return [sys.executable, '-m', 'srgan_jax.child_processes', str(os.getpid()), '--', *command]
+
+
+def _main(argv: list[str]) -> None:
+  """python -m srgan_jax.child_processes PARENT_PID -- COMMAND...: see `bound_command`."""
+  if len(argv) < 3 or argv[1] != '--':
+    raise SystemExit('usage: python -m srgan_jax.child_processes PARENT_PID -- COMMAND...')
+  end_with_parent(int(argv[0]))
+  os.execvp(argv[2], argv[2:])
+
+
+if __name__ == '__main__':
+  _main(sys.argv[1:])

