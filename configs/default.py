@@ -14,7 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.seed = 0  # Seeds parameter init, the per-step RNG and the data stream.
   # SRGAN phase: a run directory or checkpoint directory of an SRResNet run whose
-  # generator (params, batch stats, EMA) initialises G. Empty: G starts from scratch.
+  # generator (params, batch stats, EMA) initialises G, or a model file or pretrained
+  # model's name (e.g. 'srresnet'). Empty: G starts from scratch.
   config.init_from = ''
 
   config.generator = ml_collections.ConfigDict()

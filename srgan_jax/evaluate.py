@@ -228,7 +228,8 @@ PAPER_ROWS = {
 # How a table names and prints each metric.
 _SHOWN = {'psnr_y': ('PSNR', '{:.2f}'), 'ssim_y': ('SSIM', '{:.4f}'),
           'psnr_rgb': ('PSNR (RGB)', '{:.2f}'), 'lpips_alex': ('LPIPS (Alex)', '{:.4f}'),
-          'lpips_vgg': ('LPIPS (VGG)', '{:.4f}'), 'niqe': ('NIQE', '{:.3f}')}
+          'lpips_vgg': ('LPIPS (VGG)', '{:.4f}'), 'niqe': ('NIQE', '{:.3f}'),
+          'grid': ('grid', '{:.2f}')}
 
 
 def markdown_table(summaries: list[dict], datasets: list[str], metrics) -> str:

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from srgan_jax import (degradation, evaluate, images as image_io, input_pipeline,
-                       metrics_writer, quality, run_folder, train_step, weights)
+                       metrics_writer, model_file, quality, run_folder, train_step, weights)
 from srgan_jax.models import build, vgg
 
 
@@ -88,9 +88,26 @@ def vgg_params_for(config) -> tuple[dict, str]:
   return weights.nested(arrays), config.vgg.source
 
 
+def _is_model_file(path: str) -> bool:
+  return path in model_file.PRETRAINED or os.path.isfile(path)
+
+
+def generator_to_start_from(path: str) -> tuple[dict, int]:
+  """G's {'g_params', 'g_batch_stats', 'g_ema_params'} and step from a run folder, a model
+  file, or a pretrained model's name ('srresnet'). Raises FileNotFoundError or ValueError
+  naming what is missing or wrong."""
+  if not _is_model_file(path):
+    return run_folder.restore_generator(path)
+  _, variables, info = model_file.read(model_file.resolve(path))
+  # A model file holds the params inference uses (a run's EMA): training goes on from them.
+  return {'g_params': variables['params'], 'g_batch_stats': variables['batch_stats'],
+          'g_ema_params': variables['params']}, info['step']
+
+
 def init_generator_from(state: train_step.TrainState, path: str) -> train_step.TrainState:
-  """Copies G's params, batch stats and EMA from another run (SRGAN from SRResNet)."""
-  tree, step = run_folder.restore_generator(path)
+  """Copies G's params, batch stats and EMA from another run or a model file (SRGAN from
+  SRResNet)."""
+  tree, step = generator_to_start_from(path)
   replaced = {}
   for key in run_folder.GENERATOR_KEYS:
     source, target = tree[key], getattr(state, key)
@@ -184,8 +201,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   evaluator = writer = best = None
   try:
     latest = manager.latest_step()
-    if config.init_from and latest is None:
-      run_folder.locate_checkpoint(config.init_from)  # Needed: stop before loading data.
+    if config.init_from and latest is None:  # Needed: stop before loading data.
+      if _is_model_file(config.init_from):
+        model_file.read(model_file.resolve(config.init_from))
+      else:
+        run_folder.locate_checkpoint(config.init_from)
     # Evaluation sets are small: a bad one stops the run before the training data is read.
     if config.eval.sets:
       evaluator = evaluate.TrainingEvaluator(config.eval, models.generator, workdir)

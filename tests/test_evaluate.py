@@ -130,3 +130,29 @@ def test_the_paper_rows_come_only_with_a_set_the_paper_scored():
   assert degraded.splitlines()[2:] == ['| bicubic | 21.88 / 0.5079 |']
   both = evaluate.markdown_table(summaries, ['Set14_realesrgan_seed0', 'Set5'], ('psnr_y', 'ssim_y'))
   assert both.splitlines()[-1] == '| SRGAN-VGG54 (paper) | - / - | 29.40 / 0.8472 |'
+
+
+def test_grid_finds_a_pixel_shuffle_phase_pattern_and_ignores_smooth_texture():
+  """`grid`: a 4x4-periodic offset (what an untrained pixel shuffle leaves) scores its
+  size in luma levels; a smooth image, random texture and an offset of another period
+  score near 0; SR alone is scored, whole, as `evaluate --metrics=grid` does."""
+  rng = np.random.default_rng(0)
+  rows, cols = np.mgrid[0:96, 0:128]
+  smooth = 100 + 50 * np.sin(rows / 9.0) * np.cos(cols / 13.0)
+  pattern = rng.normal(0, 2.0, (4, 4))
+  pattern -= pattern.mean()
+  rgb = lambda luma: np.repeat(np.clip(np.round(luma), 0, 255)[..., None], 3, -1).astype(np.uint8)
+  clean = quality.pixel_grid(rgb(smooth))
+  gridded = quality.pixel_grid(rgb(smooth + np.tile(pattern, (24, 32))))
+  texture = quality.pixel_grid(rgb(smooth + rng.normal(0, 8, smooth.shape)))
+  other_period = quality.pixel_grid(rgb(smooth + np.tile(pattern[:3, :3] - pattern[:3, :3].mean(),
+                                                          (32, 43))[:, :128]))
+  print(f'grid: smooth {clean:.3f}, 4x4 offsets {gridded:.3f}, texture {texture:.3f}, '
+        f'3x3 offsets {other_period:.3f}')
+  assert clean < 0.1 and texture < 0.3 and other_period < 0.3
+  assert gridded > 5 * max(clean, texture, other_period) and gridded > 1.0
+  scorer = quality.Scorer(['psnr_y', 'grid'], 4)
+  image = rgb(smooth + np.tile(pattern, (24, 32)))
+  assert scorer(image, image)['grid'] == pytest.approx(gridded)
+  assert scorer.without_reference(image) == {'grid': pytest.approx(gridded)}
+  assert quality.METRICS['grid'].higher_is_better is False
