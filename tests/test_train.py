@@ -369,6 +369,18 @@ def test_init_from_copies_the_generator(tiny_config, tmp_path):
   copied = train.init_generator_from(state, str(tmp_path / 'srresnet'))
   for a, b in zip(_params(copied.g_params), _params(pretrained.g_params)):
     np.testing.assert_array_equal(a, b)
+  # A model file of that run (what pretrained/ ships) gives the same generator.
+  from srgan_jax import export
+  export.export_run(str(tmp_path / 'srresnet'), str(tmp_path / 'g.npz'))
+  from_file = train.init_generator_from(state, str(tmp_path / 'g.npz'))
+  for key in ('g_params', 'g_batch_stats', 'g_ema_params'):
+    for a, b in zip(_params(getattr(from_file, key)), _params(getattr(copied, key))):
+      np.testing.assert_array_equal(a, b)
+  tiny_config.init_from = str(tmp_path / 'g.npz')
+  tiny_config.loss.adversarial_weight = 1e-3
+  tiny_config.train.num_steps = 1
+  resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'srgan'))
+  assert int(resumed.step) == 1
 
 
 def test_missing_init_from_stops_the_run_before_the_data_is_read(tiny_config, tmp_path):
