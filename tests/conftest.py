@@ -12,6 +12,28 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 
+# JAX's persistent compilation cache for the test session (and the processes its tests
+# start, which inherit these variables): the tiny models' programs recur across tests and
+# CLIs, and compiling is most of a tiny step's time on a CPU. The folder is emptied when a
+# session starts (`pytest_configure`), so no result depends on an earlier run.
+COMPILATION_CACHE = os.path.join(REPO, '.jax_cache')
+if os.environ.get('SRGAN_JAX_TEST_COMPILATION_CACHE', '1') == '1':
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', COMPILATION_CACHE)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+
+def pytest_collection_modifyitems(config, items):
+  """The slow tests first: the last test a worker runs should be a short one, or the other
+  worker waits for it at the end."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+def pytest_configure(config):
+  if not hasattr(config, 'workerinput'):  # The controller, before any worker starts.
+    import shutil
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+
 
 def require_shared_data(*parts) -> str:
   """Path under ../shared/data; skips when it is absent, but fails under CI=true."""

@@ -21,6 +21,7 @@ def _rows(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   out = tmp_path / 'rows.jsonl'
   result = run_python(['benchmarks/train_step.py', '--models=srresnet,srgan', '--batch_sizes=2',
@@ -49,6 +50,7 @@ def test_train_step_benchmark_times_each_model_and_form(tmp_path):
   assert result.returncode == 2 and 'flat' in result.stderr
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_times_the_real_world_degradation_and_its_share(tmp_path):
   out = tmp_path / 'rows.jsonl'
   result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
@@ -63,6 +65,7 @@ def test_train_step_benchmark_times_the_real_world_degradation_and_its_share(tmp
       real['degradation_ms'] / real['ms_per_step'])
 
 
+@pytest.mark.slow
 def test_upscale_benchmark_times_each_form():
   result = run_python(['benchmarks/upscale.py', '--size=16', '--dtypes=float32',
                        '--output_convs=direct,subpixel2,subpixel4', '--warmup=1', '--iters=1'])
@@ -73,6 +76,7 @@ def test_upscale_benchmark_times_each_form():
   assert all(' ms/image' in line for line in lines)
 
 
+@pytest.mark.slow
 def test_upscale_photos_benchmark_compares_runtimes_on_the_same_windows():
   import importlib.util
   runtimes = ['jax'] + (['onnx'] if importlib.util.find_spec('jax2onnx') else []) + (
@@ -90,6 +94,7 @@ def test_upscale_photos_benchmark_compares_runtimes_on_the_same_windows():
       assert levels and int(levels.group(1)) <= 1, rest
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_reports_each_source_and_the_device_parts(tmp_path):
   from PIL import Image
   rng = np.random.default_rng(0)
@@ -109,6 +114,7 @@ def test_input_pipeline_benchmark_reports_each_source_and_the_device_parts(tmp_p
     assert re.search(rf'^{part}, batch 4: \d+\.\d+ ms on the device$', result.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_train_loop_benchmark_reports_each_window_the_step_and_the_evaluation(tmp_path):
   result = run_python(['benchmarks/train_loop.py', '--model=srresnet', '--batch=2', '--crop=32',
                        '--dtype=float32', '--steps=4', '--log_every=2',
@@ -140,6 +146,7 @@ def test_poisson_sampler_benchmark_times_both_samplers():
                      r'speedup=[\d.]+$', result.stdout, re.M), result.stdout
 
 
+@pytest.mark.slow
 def test_real_world_benchmark_trains_both_and_prints_the_comparison(tmp_path):
   """Tiny models, two steps each, on a few of the shared images: the bicubic model in a
   process of its own (--kinds), then both, the finished one scored again."""
@@ -193,6 +200,7 @@ def test_gpu_check_time_limits_fit_the_device_budget():
   assert named_only and max(named_only) <= 570, named_only
 
 
+@pytest.mark.slow
 def test_gpu_check_passes_only_flags_its_scripts_define():
   """A misspelt flag in gpu_check.sh would cost a whole device session; --help knows them."""
   script = _gpu_check_script()

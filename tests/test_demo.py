@@ -92,6 +92,7 @@ def _importable(name):
   return importlib.util.find_spec(name) is not None
 
 
+@pytest.mark.slow
 def test_the_page_in_a_browser(tiny_model, tmp_path):
   """Headless Chromium: upload a PNG, download the result (4x, the CLI's pixels); a
   truncated file shows the error; a third, good upload still works."""

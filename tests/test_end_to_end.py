@@ -21,6 +21,7 @@ def trained_run(tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow
 def test_main_trains_checkpoints_and_logs(trained_run):
   workdir, result = trained_run
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
@@ -37,6 +38,7 @@ def test_main_trains_checkpoints_and_logs(trained_run):
   assert json.load(open(workdir / 'best' / 'best.json'))['step'] == 6
 
 
+@pytest.mark.slow
 def test_main_continues_from_the_saved_step(trained_run, tmp_path):
   workdir, _ = trained_run
   import shutil
@@ -68,6 +70,7 @@ def test_srgan_without_vgg_weights_stops_before_compiling(tmp_path):
   assert 'generator:' not in result.stderr  # Logged only after the state is compiled.
 
 
+@pytest.mark.slow
 def test_srgan_with_converted_weights_trains_a_step(tmp_path):
   from srgan_jax import weights
   from srgan_jax.models import vgg
@@ -86,6 +89,7 @@ def test_srgan_with_converted_weights_trains_a_step(tmp_path):
   assert line['step'] == 1 and np.isfinite(line['content_loss']) and 'adversarial_loss' in line
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_run(trained_run, tmp_path):
   workdir, _ = trained_run
   (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
@@ -187,6 +191,7 @@ def test_upscale_cli_modes_bad_files_and_overwrite(trained_run, tmp_path):
   assert not (tmp_path / 'out2').exists()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
   import signal
   import subprocess
@@ -242,6 +247,7 @@ def test_example_script_upscales_a_file(trained_run, tmp_path):
   assert Image.open(tmp_path / 'out.png').size == (48, 40)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
   """SIGKILL (no chance to clean up) while checkpoints are being written every step."""
   args = killed_training_run(tmp_path, log_lines=6)
@@ -321,6 +327,7 @@ def test_a_run_folder_with_biases_before_batch_norm_loads_for_inference(trained_
   assert sorted(os.listdir(old / 'checkpoints')) == ['3', '6', '7']
 
 
+@pytest.mark.slow
 def test_model_file_round_trip_and_refusals(trained_run, tmp_path):
   """export then upscale --model gives upscale --workdir's pixels; damaged and foreign
   files are refused, saying what they are."""
@@ -389,6 +396,7 @@ def test_evaluate_table_puts_bicubic_runs_and_the_paper_in_one_table(trained_run
 
 
 @pytest.mark.parametrize('fmt', ['stablehlo', 'savedmodel', 'onnx'])
+@pytest.mark.slow
 def test_each_export_format_runs_in_its_own_runtime_like_the_jax_generator(trained_run, tmp_path,
                                                                            fmt):
   """Exported from the trained run with symbolic sizes, run on a size not used at export,

@@ -93,6 +93,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, caplog):
   assert 'notes.jpg' in text and 'truncated.png' in text
 
 
+@pytest.mark.slow
 def test_training_on_a_folder_of_bad_files_runs(tmp_path, tiny_config, caplog):
   from srgan_jax import train
   _write_bad_folder(tmp_path / 'data')

@@ -52,6 +52,7 @@ def test_discriminator_logits_shape_and_size_follows_input():
   assert logits.shape == (3,)
 
 
+@pytest.mark.slow
 def test_discriminator_on_real_and_fake_in_one_call_equals_two_calls():
   # The train step's one vmapped call must give what two calls in a row give: each
   # batch's own BatchNorm statistics, and the running statistics after real, then fake.

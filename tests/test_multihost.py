@@ -26,6 +26,7 @@ def _metrics(workdir):
   return [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_restore_on_one_device(tmp_path):
   """On prepared records, read at random by Grain workers in each process."""
   from PIL import Image

@@ -10,6 +10,7 @@ nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
 
 
+@pytest.mark.slow
 def test_colab_notebook_runs_on_cpu(tmp_path):
   path = os.path.join(REPO, 'notebooks', 'colab_tpu.ipynb')
   notebook = nbformat.read(path, as_version=4)

@@ -49,6 +49,7 @@ def test_packing_refuses_a_tree_of_other_leaves():
     layout.pack({**tree, 'count': tree['count'].astype(jnp.float32)})
 
 
+@pytest.mark.slow
 def test_packed_step_computes_what_the_tree_step_computes(tiny_config, monkeypatch):
   """The compiled step passes the state packed on accelerators and as a pytree on the CPU:
   the same arithmetic, to the last bits that XLA's different fusion of the two programs

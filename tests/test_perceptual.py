@@ -191,6 +191,7 @@ def _pairs(per_set=None):
 
 
 @pytest.mark.parametrize('backbone', ['alex', 'vgg'])
+@pytest.mark.slow
 def test_lpips_equals_the_lpips_package(lpips_package, backbone):
   package, torch, cache, folder = lpips_package
   reference = package.LPIPS(net=backbone, pretrained=True, pnet_rand=True, verbose=False,
@@ -211,6 +212,7 @@ def test_lpips_equals_the_lpips_package(lpips_package, backbone):
 PUBLISHED_BICUBIC_LPIPS_ALEX = {'Set14': 0.4393, 'Set5': 0.3407}
 
 
+@pytest.mark.slow
 def test_bicubic_lpips_alex_on_set14_is_the_published_figure():
   from srgan_jax import evaluate
   cache = fetched_weights('alexnet_torchvision', 'lpips_alex')
@@ -251,6 +253,7 @@ def test_lpips_vgg16_backbone_is_keras_vgg16():
 # ----------------------------------------------------------------------------- in evaluation
 
 
+@pytest.mark.slow
 def test_evaluate_prints_niqe_and_stops_at_once_without_lpips_weights(tmp_path):
   data = require_shared_data('sr_benchmarks')
   folder = require_shared_data('metrics', 'niqe')
@@ -275,6 +278,7 @@ def test_evaluate_prints_niqe_and_stops_at_once_without_lpips_weights(tmp_path):
   assert 'Set5' not in result.stdout  # Nothing was computed.
 
 
+@pytest.mark.slow
 def test_training_keeps_the_step_with_the_lowest_lpips(tiny_config, tmp_path):
   """best_metric lower-is-better: best/ holds the step of the smallest LPIPS."""
   from srgan_jax import train

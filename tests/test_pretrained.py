@@ -38,6 +38,7 @@ def test_every_committed_model_has_its_row_and_every_row_its_file():
       assert hashlib.sha256(f.read()).hexdigest() == row['sha256'], name
 
 
+@pytest.mark.slow
 def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
   """evaluate --model=NAME on Set5 and Set14 prints the row's figures (to the digits the
   row shows); SRResNet reaches 30.3 dB / 0.855 on Set5 and 27.3 dB on Set14; SRGAN-MSE

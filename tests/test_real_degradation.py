@@ -291,6 +291,7 @@ class _Scripted:
 
 
 @pytest.mark.parametrize('resize_first', [True, False])
+@pytest.mark.slow
 def test_pipeline_equals_basicsr_feed_data(tiny_config, resize_first):
   """The whole second-order pipeline (noise zeroed: its draws are tested above) against
   feed_data's own code, every per-batch draw scripted, both final orders."""
@@ -361,6 +362,7 @@ def test_pipeline_equals_basicsr_feed_data(tiny_config, resize_first):
   assert np.mean(np.asarray(on_canvas)[:, :24, :24] == np.asarray(lr)) > 0.999
 
 
+@pytest.mark.slow
 def test_realesrgan_step_compiles_once_over_50_steps_of_random_scales(tiny_config):
   from jax.sharding import NamedSharding, PartitionSpec as P
   from srgan_jax import input_pipeline, train_step
@@ -409,6 +411,7 @@ def test_random_pair_crops_keep_lr_and_target_aligned():
   assert same[0] is cut_lr  # Already the crop: nothing cut.
 
 
+@pytest.mark.slow
 def test_clean_prob_leaves_that_share_of_samples_at_bicubic_lr(tiny_config):
   """With clean_prob p, a sample's LR is the paper's bicubic of its target with probability
   p (drawn from the step's key), else Real-ESRGAN's; the target is the same either way."""
@@ -468,6 +471,7 @@ def test_training_pair_pool_fills_then_swaps():
     train_step.empty_pool(config)
 
 
+@pytest.mark.slow
 def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_path):
   """SIGKILL while checkpointing every step, resume, and compare with a run never stopped:
   the LR of every step (kernels from (seed, step, row), the rest from the step's key) and
@@ -498,6 +502,7 @@ def test_realesrgan_run_killed_and_resumed_ends_bit_identical(tiny_config, tmp_p
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, capsys):
   """`python -m srgan_jax.degrade` (in process): a set folder evaluate reads; the same seed
   gives the same files; a set of LR alone is scored by NIQE only."""

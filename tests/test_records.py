@@ -88,6 +88,7 @@ def test_prepare_writes_every_subimage_once_and_names_what_it_skipped(tmp_path):
   reader.close()
 
 
+@pytest.mark.slow
 def test_a_killed_prepare_finishes_on_rerun_with_the_files_of_an_uninterrupted_one(tmp_path):
   source = _photos(tmp_path / 'photos', count=24, sizes=((200, 260), (180, 150)))
   args = ['-m', 'srgan_jax.prepare', f'--source=folder:{source}', '--crop=48', '--step=16',
@@ -200,6 +201,7 @@ def _corrupt_record(folder, shard_position, record):
   records.write_json(str(folder / records.MANIFEST), manifest)
 
 
+@pytest.mark.slow
 def test_an_undecodable_record_is_replaced_the_same_way_on_every_run(prepared_folder, tiny_config,
                                                                      tmp_path):
   from srgan_jax import train
@@ -254,6 +256,7 @@ def test_records_stream_depends_on_shards_not_processes(prepared_folder, tiny_co
   np.testing.assert_array_equal(whole.transforms[4:], second[1])
 
 
+@pytest.mark.slow
 def test_training_from_records_resumes_to_the_same_parameters(prepared_folder, tiny_config,
                                                               tmp_path):
   tiny_config.data.source = f'records:{prepared_folder}'

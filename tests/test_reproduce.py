@@ -16,6 +16,7 @@ TINY = ['--config.generator.num_blocks=1', '--config.generator.features=8',
         '--config.eval.max_images=1', '--config.eval.every_steps=0']
 
 
+@pytest.mark.slow
 def test_the_291_recipes_train_a_few_steps_on_the_shared_images(tmp_path):
   require_shared_data('sr_train')
   require_shared_data('sr_benchmarks')

@@ -53,6 +53,7 @@ def test_srresnet_step_lowers_pixel_loss(tiny_config):
   assert state.d_params == {}
 
 
+@pytest.mark.slow
 def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
   tiny_config.loss.content = 'vgg22'
   params = vgg.random_params(0)
@@ -63,6 +64,7 @@ def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
   assert set(first) >= {'d_real', 'd_fake', 'adversarial_loss', 'pixel_mse', 'learning_rate'}
 
 
+@pytest.mark.slow
 def test_regrouped_conv_forms_train_like_direct_ones(tiny_config, monkeypatch):
   """subpixel4 changes how G's output conv runs, not what a step computes.
 
@@ -98,6 +100,7 @@ def test_regrouped_conv_forms_train_like_direct_ones(tiny_config, monkeypatch):
     assert error < 1e-2, (path, error)
 
 
+@pytest.mark.slow
 def test_single_forward_step_equals_direct_gradient(tiny_config):
   """The vjp-reuse step gives G the gradient of the whole loss, D updated first."""
   config = tiny_config
@@ -155,6 +158,7 @@ def test_ema_follows_params(tiny_config):
     np.testing.assert_allclose(np.asarray(e), 0.5 * np.asarray(p0) + 0.5 * np.asarray(p1), atol=1e-7)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tiny_config, tmp_path):
   state, _ = _run_steps(tiny_config, True, 2)
   with run_folder.checkpoint_manager(str(tmp_path / 'ckpt'), 2) as manager:
@@ -174,6 +178,7 @@ def _params(state):
 
 
 @pytest.mark.parametrize('packed', [False, True])
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog, packed,
                                                    monkeypatch):
   tiny_config.eval.sets = ()
@@ -196,6 +201,7 @@ def test_resumed_run_ends_with_the_same_parameters(tiny_config, tmp_path, caplog
 
 
 @pytest.mark.parametrize('packed', [False, True])
+@pytest.mark.slow
 def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_path, packed,
                                                             monkeypatch):
   tiny_config.eval.sets = ()
@@ -216,6 +222,7 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
 # When one read fails, Orbax closes its event loop while its other reads are still under
 # way; their late callbacks then raise "Event loop is closed", which Python only reports.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.slow
 def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, tmp_path):
   tiny_config.eval.sets = ()
   tiny_config.train.num_steps = 6
@@ -248,6 +255,7 @@ def test_damaged_checkpoint_is_named_with_the_step_to_fall_back_to(tiny_config, 
 
 
 @pytest.mark.parametrize('checkpoint_every_steps', [1, 3])
+@pytest.mark.slow
 def test_a_stop_request_saves_once_and_stops(tiny_config, tmp_path, monkeypatch,
                                              checkpoint_every_steps):
   """A stop asked for during a step that checkpoints anyway (every 1) or not (every 3)."""
@@ -360,6 +368,7 @@ def test_damaged_run_config_is_named_and_left_as_it_is(tiny_config, tmp_path):
   assert (tmp_path / 'config.json').read_text() == '{"generator": {"num_bl'
 
 
+@pytest.mark.slow
 def test_init_from_copies_the_generator(tiny_config, tmp_path):
   tiny_config.eval.sets = ()
   tiny_config.loss.adversarial_weight = 0.0
@@ -421,6 +430,7 @@ def test_set_up_errors_close_the_checkpoint_manager(tiny_config, tmp_path, monke
   assert closed[1:] == [str(tmp_path / 'other_run' / 'checkpoints')]
 
 
+@pytest.mark.slow
 def test_init_from_a_folder_without_checkpoint_fails(tiny_config, tmp_path):
   state = _init(tiny_config)
   (tmp_path / 'empty').mkdir()
@@ -430,6 +440,7 @@ def test_init_from_a_folder_without_checkpoint_fails(tiny_config, tmp_path):
     train.init_generator_from(state, str(tmp_path / 'missing'))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device():
   results = {}
   for n in (1, 8):
@@ -445,6 +456,7 @@ def test_eight_devices_match_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_tracks_float32():
   runs = {}
   for dtype in ('float32', 'bfloat16'):

@@ -59,6 +59,7 @@ def test_port_equals_keras_vgg19_on_random_weights():
     assert diff < 1e-4
 
 
+@pytest.mark.slow
 def test_fetched_vgg19_equals_keras_vgg19_loading_the_published_file():
   """conv5_4 (the paper's VGG54) of a Set5 image: our port with the converted weights
   against Keras's own VGG19 reading the h5 file that `weights fetch vgg19_keras` keeps."""
