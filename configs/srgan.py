@@ -22,4 +22,8 @@ def get_config():
   config.optimizer.lr_decay_steps = (100_000,)
   config.optimizer.lr_decay_factor = 0.1
   config.train.num_steps = 200_000
+  # With config.eval.sets, best/ keeps the generator of the lowest LPIPS (AlexNet), the
+  # perceptual distance SRGAN is judged by (its weights: weights fetch alexnet_torchvision).
+  config.eval.metrics = ('psnr_y', 'ssim_y', 'lpips_alex')
+  config.eval.best_metric = 'lpips_alex'
   return config

@@ -59,7 +59,8 @@ def test_every_command_the_readme_shows_runs(tmp_path):
   # One photo large enough to be prepared as records (the smaller one is skipped).
   Image.fromarray(np.random.default_rng(1).integers(0, 256, (100, 120, 3)).astype(np.uint8)).save(
       tmp_path / 'photos' / 'b.png')
-  env = {'SRGAN_JAX_CACHE': str(tmp_path / 'cache')}
+  # No index either: `weights fetch` would download from the package index (tests never do).
+  env = {'SRGAN_JAX_CACHE': str(tmp_path / 'cache'), 'PIP_NO_INDEX': '1'}
   text = _readme()
   commands = _commands(text)
   assert len(commands) >= 8

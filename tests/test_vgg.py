@@ -200,3 +200,19 @@ def test_a_cache_file_converted_before_weights_had_names_still_loads(tmp_path):
   np.savez(tmp_path / 'vgg19_keras.npz', __source__=np.array('keras'), **arrays)
   loaded = weights.load('vgg19_keras', str(tmp_path))
   assert sorted(loaded) == sorted(arrays)
+
+
+def test_srgan_291_is_the_papers_second_phase_and_never_downloads(tmp_path):
+  from configs import srgan_291
+  from srgan_jax import model_file
+  config = srgan_291.get_config()
+  train.validate_config(config)
+  assert os.path.isfile(model_file.resolve(config.init_from))  # G from the shipped SRResNet.
+  assert (config.loss.content, config.loss.adversarial_weight, config.vgg.source,
+          config.optimizer.learning_rate) == ('vgg54', 1e-3, 'keras', 1e-4)
+  assert config.eval.best_metric == 'lpips_alex'
+  assert os.path.basename(config.eval.sets[0]) == 'Set14'  # best/ follows the first set.
+  config.vgg.cache_dir = str(tmp_path)
+  with pytest.raises(weights.MissingWeightsError, match='python -m srgan_jax.weights fetch vgg19_keras'):
+    train.vgg_params_for(config)
+  assert os.listdir(tmp_path) == []
