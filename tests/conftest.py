@@ -75,18 +75,26 @@ def import_reference(module: str):
     reference_missing(package, f'(import {module} failed)')
 
 
-def fetched_weights(*names) -> str:
+def fetched_weights_if_any(*names):
   """The folder of real weights `names` fetched for the tests (`$SRGAN_JAX_TEST_WEIGHTS`,
-  where .ci/run fetches them through `python -m srgan_jax.weights fetch`); skips where they
-  are absent, but fails under CI=true."""
+  where .ci/run fetches them through `python -m srgan_jax.weights fetch`), or None where
+  they are absent; fails instead under CI=true."""
   folder = os.environ.get('SRGAN_JAX_TEST_WEIGHTS', '')
   missing = [n for n in names if not os.path.exists(os.path.join(folder, f'{n}.npz'))]
-  if missing:
-    message = (f'real weights {missing} are not in $SRGAN_JAX_TEST_WEIGHTS ({folder or "unset"}): '
-               f'python -m srgan_jax.weights fetch NAME --cache_dir=DIR, then set it to DIR')
-    if os.environ.get('CI', '').lower() == 'true':
-      pytest.fail(message + ' (.ci/run fetches them)')
-    pytest.skip(message)
+  if not missing:
+    return folder
+  if os.environ.get('CI', '').lower() == 'true':
+    pytest.fail(f'real weights {missing} are not in $SRGAN_JAX_TEST_WEIGHTS ({folder or "unset"}); '
+                '.ci/run fetches them')
+  return None
+
+
+def fetched_weights(*names) -> str:
+  """`fetched_weights_if_any`, skipping (with the commands that fetch them) where absent."""
+  folder = fetched_weights_if_any(*names)
+  if folder is None:
+    pytest.skip(f'real weights {list(names)} are not in $SRGAN_JAX_TEST_WEIGHTS: python -m '
+                'srgan_jax.weights fetch NAME --cache_dir=DIR, then set it to DIR')
   return folder
 
 

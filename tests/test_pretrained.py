@@ -5,17 +5,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 
 import pytest
 
 from srgan_jax import evaluate, model_file, weights
-from tests.conftest import REPO, require_shared_data
+from tests.conftest import REPO, fetched_weights_if_any, require_shared_data
 
 README = os.path.join(REPO, 'pretrained', 'README.md')
 
 
 def published_rows() -> dict:
-  """{name: {'file', 'sha256', 'Set5': (psnr, ssim, niqe), 'Set14': (...)}} from the table."""
+  """{name: {'file', 'sha256', 'Set5': (psnr, ssim, niqe, lpips_alex), 'Set14': (...)}}."""
   rows = {}
   pattern = re.compile(r'^\| `(\w+)` \| `([\w.]+)` \| [^|]+ \| ([^|]+) \| ([^|]+) \| ([0-9a-f]{64}) \|$')
   for line in open(README):
@@ -46,9 +47,14 @@ def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
   data = require_shared_data('sr_benchmarks')
   niqe = require_shared_data('metrics', 'niqe', 'niqe_pris_params.npz')
   weights.convert(niqe, cache=str(tmp_path / 'cache'))
+  # LPIPS where the real AlexNet is fetched (always in CI).
+  fetched = fetched_weights_if_any('alexnet_torchvision', 'lpips_alex')
+  for name in ('alexnet_torchvision', 'lpips_alex') if fetched else ():
+    shutil.copy(os.path.join(fetched, f'{name}.npz'), tmp_path / 'cache')
   rows = published_rows()
   args = [f'--data={data}/Set5', f'--data={data}/Set14', '--method=bicubic',
-          '--metrics=psnr_y,ssim_y,niqe', f'--cache_dir={tmp_path / "cache"}']
+          '--metrics=psnr_y,ssim_y,niqe' + (',lpips_alex' if fetched else ''),
+          f'--cache_dir={tmp_path / "cache"}']
   assert evaluate.main(args + [f'--model={name}' for name in rows]) == 0
   measured = {}
   for line in capsys.readouterr().out.splitlines():
@@ -60,11 +66,13 @@ def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
     label = row['file']
     for dataset in ('Set5', 'Set14'):
       got = measured[label, dataset]
-      psnr, ssim, niqe_score = row[dataset]
+      psnr, ssim, niqe_score, lpips_alex = row[dataset]
       # Half a unit of the row's last digit, and a little for another CPU's float rounding.
       assert got['psnr_y'] == pytest.approx(psnr, abs=0.005 + 1e-4), (name, dataset, got)
       assert got['ssim_y'] == pytest.approx(ssim, abs=0.00005 + 1e-6), (name, dataset, got)
       assert got['niqe'] == pytest.approx(niqe_score, abs=0.0005 + 1e-5), (name, dataset, got)
+      if fetched:
+        assert got['lpips_alex'] == pytest.approx(lpips_alex, abs=0.00005 + 1e-6), (name, dataset, got)
   # The bar the default model is held to: past bicubic (28.42 / 0.8101, 26.09) by about
   # 1.9 and 1.2 dB; VDSR, trained on these 291 images, reports 31.35 dB on Set5.
   srresnet = {d: measured['srresnet_x4.npz', d] for d in ('Set5', 'Set14')}
@@ -73,6 +81,8 @@ def test_pretrained_models_score_what_their_rows_say(tmp_path, capsys):
   if 'srgan_mse' in rows:  # The adversarial term trades PSNR for natural-looking texture.
     srgan = measured['srgan_mse_x4.npz', 'Set14']
     assert srgan['niqe'] < srresnet['Set14']['niqe']
+    if fetched:
+      assert srgan['lpips_alex'] < srresnet['Set14']['lpips_alex']
 
 
 def test_upscale_with_no_model_is_the_committed_srresnet(tmp_path, monkeypatch):

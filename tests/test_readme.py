@@ -44,7 +44,8 @@ def test_the_first_screen_holds_the_two_commands_and_the_results_table():
   assert commands[0].endswith('pip install -e . && python main.py '
                               '--config=configs/quickstart.py --workdir=runs/quickstart')
   assert commands[1].endswith('pip install -e ".[test]" && python -m pytest -q -n 2')
-  assert '| bicubic | - | 28.42 / 0.8101 / 8.462 | 26.09 / 0.7041 / 7.613 |' in first_screen
+  assert ('| bicubic | - | 28.42 / 0.8101 / 8.462 / 0.3435 | 26.09 / 0.7041 / 7.613 / 0.4395 |'
+          in first_screen)
   assert 'configs/srresnet_291.py' in first_screen  # The trained paper-size row.
   assert 'SRResNet-MSE (paper)' in first_screen and 'Not run yet' in first_screen
   assert 'QS_' not in first_screen  # Every cell is a measured figure.
