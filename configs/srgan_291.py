@@ -14,20 +14,16 @@ scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SPSR's t
 Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
 
-from configs import srresnet_291
+from configs import srgan, srresnet_291
 
 
 def get_config():
-  config = srresnet_291.get_config()
-  config.init_from = 'srresnet'
-  config.loss.content = 'vgg54'
-  config.loss.adversarial_weight = 1e-3
-  config.vgg.source = 'keras'
-  config.optimizer.learning_rate = 1e-4
-  config.optimizer.lr_decay_steps = (100_000,)
-  config.optimizer.lr_decay_factor = 0.1
-  config.train.num_steps = 200_000
-  config.eval.metrics = ('psnr_y', 'ssim_y', 'lpips_alex')
-  config.eval.best_metric = 'lpips_alex'
+  config = srresnet_291.get_config()  # The 291 images, Set5 and Set14.
+  paper = srgan.get_config()  # The paper's second phase: loss, VGG, optimiser, length, best/.
+  for group in ('loss', 'vgg', 'optimizer'):
+    config[group] = paper[group]
+  config.train.num_steps = paper.train.num_steps
+  config.eval.metrics, config.eval.best_metric = paper.eval.metrics, paper.eval.best_metric
   config.eval.sets = tuple(reversed(config.eval.sets))  # Set14 first: best/ follows it.
+  config.init_from = 'srresnet'
   return config
