@@ -1,20 +1,33 @@
-"""Writes a real-world-degraded LR set for any HR folder, to evaluate on degraded inputs.
+"""Writes a degraded LR set for any HR folder, to evaluate on the inputs people meet.
 
   python -m srgan_jax.degrade --data=../shared/data/sr_benchmarks/Set14 --seed=0 \
       --output=sets/Set14_realesrgan
+  python -m srgan_jax.degrade --data=../shared/data/sr_benchmarks/Set14 --kind=jpeg \
+      --quality=50 --output=sets/Set14_jpeg50
+  python -m srgan_jax.degrade --data=../shared/data/sr_benchmarks/Set14 --kind=noise \
+      --sigma=10 --output=sets/Set14_noise10
 
-Each image goes through Real-ESRGAN's degradation (`real_degradation`, the settings of
-`config.degradation`: `real_degradation.DEFAULTS`) with draws that depend on (seed, image
-index) alone: the same command writes the same files. The output is a set folder that
-`python -m srgan_jax.evaluate --data=DIR` reads: HR/NAME.png (HR cropped to a multiple of
-the scale), LR/X<s>/NAMEx<s>.png, and degradation.json with the seed, the settings and
-each image's sizes. HR is not sharpened unless --sharpen (it is the reference the SR is
-scored against). All images share one compile: each sits at the top-left of one canvas,
-its size traced.
+--kind=realesrgan (the default): each HR image goes through Real-ESRGAN's degradation
+(`real_degradation`, the settings of `config.degradation`: `real_degradation.DEFAULTS`)
+with draws that depend on (seed, image index) alone: the same command writes the same
+files. HR is not sharpened unless --sharpen (it is the reference the SR is scored
+against). All images share one compile: each sits at the top-left of one canvas, its size
+traced.
+
+--kind=jpeg and --kind=noise degrade the set's LR files (LR_bicubic/X<s>/, the official
+ones; where a set has none, MATLAB bicubic of HR) once, as photos from phones and the web
+are degraded: JPEG by Pillow's encoder at --quality with 4:2:0 chroma subsampling (as most
+cameras and sites write it), or Gaussian noise of --sigma on 0..255, rounded (its draws
+from (seed, image index)).
+
+The output is a set folder that `python -m srgan_jax.evaluate --data=DIR` reads:
+HR/NAME.png (HR cropped to a multiple of the scale), LR/X<s>/NAMEx<s>.png, and
+degradation.json with what was done, the seed and each image's sizes.
 """
 
 import argparse
 import functools
+import io
 import json
 import os
 import sys
@@ -22,8 +35,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL
+from PIL import Image
 
-from srgan_jax import blur_kernels, data_sources, images as image_io, real_degradation
+from srgan_jax import (blur_kernels, data_sources, degradation, images as image_io,
+                       real_degradation)
 
 FORMAT = 'srgan_jax.degraded_set/1'
 
@@ -65,9 +81,9 @@ def _compiled(settings_json: str, scale: int):
   return one
 
 
-def degrade_folder(data: str, output: str, seed: int, scale: int, settings: dict) -> dict:
-  """Degrades every image of `data` (a folder, or a set folder holding HR/); returns the
-  manifest written to output/degradation.json. Unreadable images are skipped, named."""
+def _read_hr(data: str, scale: int) -> tuple[str, list, list]:
+  """(root, [(name, HR cropped to a multiple of `scale`)], skipped) of `data` (a folder,
+  or a set folder holding HR/). Unreadable and too small images are skipped, named."""
   root = data[len('folder:'):] if data.startswith('folder:') else data
   hr_dir = os.path.join(root, 'HR')
   paths = data_sources.list_source(hr_dir if os.path.isdir(hr_dir) else root)
@@ -87,33 +103,93 @@ def degrade_folder(data: str, output: str, seed: int, scale: int, settings: dict
     images.append((os.path.splitext(os.path.basename(path))[0], image[:height, :width]))
   if not images:
     raise ValueError(f'no usable image in {data}: {skipped}')
+  return root, images, skipped
+
+
+def _write_set(output: str, scale: int, pairs, manifest: dict) -> dict:
+  """Writes HR/, LR/X<s>/ and degradation.json (`manifest` plus each image's sizes) from
+  (name, index, HR, LR) tuples; returns the manifest."""
+  lr_dir = os.path.join(output, 'LR', f'X{scale}')
+  hr_dir = os.path.join(output, 'HR')
+  os.makedirs(lr_dir, exist_ok=True)
+  os.makedirs(hr_dir, exist_ok=True)
+  written = []
+  for name, index, hr, lr in pairs:
+    image_io.save_png(os.path.join(lr_dir, f'{name}x{scale}.png'), lr)
+    image_io.save_png(os.path.join(hr_dir, f'{name}.png'), hr)
+    written.append({'image': name, 'index': index, 'hr': list(hr.shape[:2]),
+                    'lr': list(lr.shape[:2])})
+  manifest = {'format': FORMAT, **manifest, 'images': written}
+  with open(os.path.join(output, 'degradation.json'), 'w') as f:
+    json.dump(manifest, f, indent=1)
+  return manifest
+
+
+def degrade_folder(data: str, output: str, seed: int, scale: int, settings: dict) -> dict:
+  """Real-ESRGAN's degradation of every HR image of `data` (see the module's docstring);
+  returns the manifest written to output/degradation.json."""
+  root, images, skipped = _read_hr(data, scale)
   # One canvas for all (a multiple of 16 LR pixels): one compile for the whole set.
   block = 16 * scale
   canvas_h = -(-max(i.shape[0] for _, i in images) // block) * block
   canvas_w = -(-max(i.shape[1] for _, i in images) // block) * block
 
   one = _compiled(json.dumps(settings, sort_keys=True), scale)
-  lr_dir = os.path.join(output, 'LR', f'X{scale}')
-  out_hr_dir = os.path.join(output, 'HR')
-  os.makedirs(lr_dir, exist_ok=True)
-  os.makedirs(out_hr_dir, exist_ok=True)
-  written = []
-  for index, (name, hr) in enumerate(images):
-    canvas = np.zeros((1, canvas_h, canvas_w, 3), np.float32)
-    canvas[0, :hr.shape[0], :hr.shape[1]] = hr / 255.0
-    kernels = blur_kernels.batch_kernels(settings, seed, index, [0])
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
-    lr = np.asarray(one(canvas, kernels, key, hr.shape[0], hr.shape[1]))
-    lr = lr[:hr.shape[0] // scale, :hr.shape[1] // scale]
-    image_io.save_png(os.path.join(lr_dir, f'{name}x{scale}.png'), lr)
-    image_io.save_png(os.path.join(out_hr_dir, f'{name}.png'), hr)
-    written.append({'image': name, 'index': index, 'hr': list(hr.shape[:2]),
-                    'lr': list(lr.shape[:2])})
-  manifest = {'format': FORMAT, 'source': os.path.abspath(root), 'seed': seed, 'scale': scale,
-              'settings': settings, 'images': written, 'skipped': skipped}
-  with open(os.path.join(output, 'degradation.json'), 'w') as f:
-    json.dump(manifest, f, indent=1)
-  return manifest
+
+  def pairs():
+    for index, (name, hr) in enumerate(images):
+      canvas = np.zeros((1, canvas_h, canvas_w, 3), np.float32)
+      canvas[0, :hr.shape[0], :hr.shape[1]] = hr / 255.0
+      kernels = blur_kernels.batch_kernels(settings, seed, index, [0])
+      key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+      lr = np.asarray(one(canvas, kernels, key, hr.shape[0], hr.shape[1]))
+      yield name, index, hr, lr[:hr.shape[0] // scale, :hr.shape[1] // scale]
+
+  return _write_set(output, scale, pairs(), {
+      'kind': 'realesrgan', 'source': os.path.abspath(root), 'seed': seed, 'scale': scale,
+      'settings': settings, 'skipped': skipped})
+
+
+def degrade_lr(lr: np.ndarray, kind: str, amount: float, seed: int, index: int) -> np.ndarray:
+  """[h, w, 3] uint8 LR -> the same, degraded once: kind 'jpeg' (`amount`: Pillow's
+  quality, 4:2:0 chroma), or 'noise' (`amount`: Gaussian sigma on 0..255, rounded and
+  clipped; its draws from (seed, index))."""
+  if kind == 'jpeg':
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, format='JPEG', quality=int(amount), subsampling='4:2:0')
+    return np.asarray(Image.open(buffer).convert('RGB'))
+  if kind == 'noise':
+    noise = np.random.default_rng([seed, index]).normal(0.0, amount, lr.shape)
+    return np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
+  raise ValueError(f'unknown kind {kind!r}; one of {SIMPLE_KINDS}')
+
+
+SIMPLE_KINDS = ('jpeg', 'noise')
+
+
+def degrade_lr_files(data: str, output: str, kind: str, amount: float, seed: int,
+                     scale: int) -> dict:
+  """`degrade_lr` of each LR file of `data` (LR_bicubic/X<s>/NAMEx<s>.png; MATLAB bicubic
+  of HR where a set has none); returns the manifest written to output/degradation.json."""
+  root, images, skipped = _read_hr(data, scale)
+  official = os.path.join(root, 'LR_bicubic', f'X{scale}')
+
+  def pairs():
+    for index, (name, hr) in enumerate(images):
+      path = os.path.join(official, f'{name}x{scale}.png')
+      lr = image_io.read_rgb(path) if os.path.exists(path) else degradation.resize_numpy(
+          hr, 1.0 / scale)
+      if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
+        raise ValueError(f'{path}: {lr.shape[:2]} x{scale} does not match HR {hr.shape[:2]}')
+      yield name, index, hr, degrade_lr(lr, kind, amount, seed, index)
+
+  what = ({'quality': int(amount), 'subsampling': '4:2:0',
+           'encoder': f'Pillow {PIL.__version__}'} if kind == 'jpeg' else {'sigma': amount})
+  lr_source = (f'{official} (MATLAB bicubic of HR for images without a file there)'
+               if os.path.isdir(official) else 'MATLAB bicubic of HR')
+  return _write_set(output, scale, pairs(), {
+      'kind': kind, **what, 'lr_source': lr_source, 'source': os.path.abspath(root),
+      'seed': seed, 'scale': scale, 'skipped': skipped})
 
 
 def main(argv=None) -> int:
@@ -121,6 +197,11 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data', required=True, help='HR folder, or a set folder holding HR/')
   parser.add_argument('--output', required=True, help='the set folder to write')
+  parser.add_argument('--kind', choices=('realesrgan',) + SIMPLE_KINDS, default='realesrgan',
+                      help="realesrgan: Real-ESRGAN's degradation of HR; jpeg, noise: once, "
+                           "of the set's LR files")
+  parser.add_argument('--quality', type=int, default=50, help='--kind=jpeg: 1..100')
+  parser.add_argument('--sigma', type=float, default=10.0, help='--kind=noise: on 0..255')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--scale', type=int, default=4)
   parser.add_argument('--sharpen', action='store_true',
@@ -137,14 +218,24 @@ def main(argv=None) -> int:
     parser.error(str(e))
   if not os.path.exists(args.data[len('folder:'):] if args.data.startswith('folder:') else args.data):
     parser.error(f'--data={args.data}: no such folder')
+  if args.kind == 'jpeg' and not 1 <= args.quality <= 100:
+    parser.error(f'--quality={args.quality}: Pillow takes 1 to 100')
+  if args.kind == 'noise' and args.sigma < 0:
+    parser.error(f'--sigma={args.sigma}: must be at least 0')
   try:
-    manifest = degrade_folder(args.data, args.output, args.seed, args.scale, settings)
+    if args.kind == 'realesrgan':
+      manifest = degrade_folder(args.data, args.output, args.seed, args.scale, settings)
+    else:
+      manifest = degrade_lr_files(args.data, args.output, args.kind,
+                                  args.quality if args.kind == 'jpeg' else args.sigma,
+                                  args.seed, args.scale)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   for item in manifest['skipped']:
     print(f'skipped {item["image"]}: {item["reason"]}', file=sys.stderr)
-  print(f'{len(manifest["images"])} images degraded (seed {args.seed}) into {args.output}')
+  print(f'{len(manifest["images"])} images degraded ({args.kind}, seed {args.seed}) into '
+        f'{args.output}')
   return 0
 
 

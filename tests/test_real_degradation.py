@@ -549,6 +549,63 @@ def test_degrade_writes_the_same_set_for_a_seed_that_evaluate_scores(tmp_path, c
   assert set(row) >= {'niqe'} and 'psnr_y' not in row and np.isfinite(row['niqe'])
 
 
+def test_degrade_jpeg_and_noise_degrade_the_official_lr_once(tmp_path, capsys):
+  """--kind=jpeg: each official LR file through Pillow's JPEG at the quality, 4:2:0;
+  --kind=noise: LR + Gaussian noise of sigma, rounded, from (seed, index); HR as it was;
+  a set evaluate scores; bad values stopped before anything is written."""
+  import io
+  from PIL import Image
+  from skimage import data
+  from srgan_jax import degradation, degrade, evaluate, images
+  source = tmp_path / 'Set'
+  (source / 'HR').mkdir(parents=True)
+  (source / 'LR_bicubic' / 'X4').mkdir(parents=True)
+  hr = data.astronaut()[:160, :200]
+  images.save_png(str(source / 'HR' / 'astronaut.png'), hr)
+  official = degradation.resize_numpy(hr, 0.25)
+  official[0, 0] = (1, 2, 3)  # Tells the official file from a bicubic made here.
+  images.save_png(str(source / 'LR_bicubic' / 'X4' / 'astronautx4.png'), official)
+  images.save_png(str(source / 'HR' / 'coffee.png'), data.coffee()[:64, :80])  # No LR file.
+
+  assert degrade.main([f'--data={source}', f'--output={tmp_path}/jpeg', '--kind=jpeg',
+                       '--quality=30']) == 0
+  buffer = io.BytesIO()
+  Image.fromarray(official).save(buffer, format='JPEG', quality=30, subsampling='4:2:0')
+  expected = np.asarray(Image.open(buffer).convert('RGB'))
+  got = images.read_rgb(str(tmp_path / 'jpeg' / 'LR' / 'X4' / 'astronautx4.png'))
+  np.testing.assert_array_equal(got, expected)
+  assert np.abs(got.astype(int) - official).mean() > 1  # Blocks, not the file itself.
+  np.testing.assert_array_equal(images.read_rgb(str(tmp_path / 'jpeg' / 'HR' / 'astronaut.png')), hr)
+  manifest = json.loads((tmp_path / 'jpeg' / 'degradation.json').read_text())
+  assert (manifest['kind'], manifest['quality'], manifest['subsampling']) == ('jpeg', 30, '4:2:0')
+  assert [i['lr'] for i in manifest['images']] == [[40, 50], [16, 20]]
+  coffee = images.read_rgb(str(tmp_path / 'jpeg' / 'LR' / 'X4' / 'coffeex4.png'))
+  assert coffee.shape == (16, 20, 3)  # From MATLAB bicubic of HR, where no LR file is.
+
+  for run in ('a', 'b'):
+    assert degrade.main([f'--data={source}', f'--output={tmp_path}/noise_{run}', '--kind=noise',
+                         '--sigma=10', '--seed=3']) == 0
+  noisy = [images.read_rgb(str(tmp_path / f'noise_{run}' / 'LR' / 'X4' / 'astronautx4.png'))
+           for run in ('a', 'b')]
+  np.testing.assert_array_equal(noisy[0], noisy[1])  # The same seed, the same draws.
+  residual = noisy[0].astype(float) - official
+  inside = (official > 40) & (official < 215)  # Away from the clipping.
+  assert abs(residual[inside].mean()) < 0.5 and 9 < residual[inside].std() < 11
+  assert np.array_equal(residual, np.round(residual))
+  assert json.loads((tmp_path / 'noise_a' / 'degradation.json').read_text())['sigma'] == 10
+
+  capsys.readouterr()
+  scores = {}
+  for name in ('jpeg', 'noise_a'):
+    assert evaluate.main([f'--data={tmp_path}/{name}', '--method=bicubic']) == 0
+    scores[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores[name]['n'] == 2
+  for bad in (['--kind=jpeg', '--quality=0'], ['--kind=noise', '--sigma=-1']):
+    with pytest.raises(SystemExit):
+      degrade.main([f'--data={source}', f'--output={tmp_path}/bad', *bad])
+  assert not (tmp_path / 'bad').exists()
+
+
 def test_real_configs_and_a_wrong_kind():
   from configs import real_srgan_mse_291, real_srresnet_291, srgan_mse_291
   from srgan_jax import train, train_step
