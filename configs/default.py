@@ -35,9 +35,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.discriminator.dense_features = 1024  # Width of the hidden dense layer.
 
   config.loss = ml_collections.ConfigDict()
-  # Content loss: 'pixel' (MSE on [-1, 1]), 'vgg22' or 'vgg54' (VGG19 feature MSE).
+  # Content loss: 'pixel' (on [-1, 1]) or VGG19 layers: 'vgg22', 'vgg54' (the paper's
+  # phi_2,2 and phi_5,4), or several, e.g. 'vgg12,vgg22,vgg34,vgg44,vgg54' (Real-ESRGAN's).
   config.loss.content = 'vgg54'
   config.loss.content_weight = 1.0
+  # One weight per VGG layer of `content`, e.g. (0.1, 0.1, 1, 1, 1); empty: 1 each.
+  config.loss.vgg_layer_weights = ()
+  # How content and pixel terms compare SR with HR: 'mse' (the paper) or 'l1' (ESRGAN,
+  # Real-ESRGAN).
+  config.loss.criterion = 'mse'
+  # A pixel term beside a VGG content loss (ESRGAN and Real-ESRGAN keep one): it holds
+  # colours, brightness and the pixel shuffle's 16 phases, which VGG features barely see.
+  config.loss.pixel_weight = 0.0
   config.loss.adversarial_weight = 1e-3  # 0 turns the discriminator off (SRResNet).
   # Steps of content-only training (D frozen and untouched) before the GAN starts.
   config.loss.adversarial_start_step = 0

@@ -9,19 +9,37 @@ import jax.numpy as jnp
 import optax
 
 
+CRITERIA = ('mse', 'l1')
+
+
+def _distance(a: jnp.ndarray, b: jnp.ndarray, criterion: str) -> jnp.ndarray:
+  if criterion == 'mse':
+    return jnp.mean(jnp.square(a - b))
+  if criterion == 'l1':
+    return jnp.mean(jnp.abs(a - b))
+  raise ValueError(f'loss criterion must be one of {CRITERIA}, got {criterion!r}')
+
+
 def pixel_mse(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
   """Mean squared error over all values of [N, H, W, 3] images in [-1, 1]."""
-  return jnp.mean(jnp.square(sr.astype(jnp.float32) - hr.astype(jnp.float32)))
+  return pixel_distance(sr, hr, 'mse')
 
 
-def feature_mse(sr_features: jnp.ndarray, hr_features: jnp.ndarray,
-                feature_scale: float) -> jnp.ndarray:
-  """VGG content loss: MSE of feature maps [N, h, w, C] multiplied by `feature_scale`.
+def pixel_distance(sr: jnp.ndarray, hr: jnp.ndarray, criterion: str) -> jnp.ndarray:
+  """Mean squared ('mse', the paper) or absolute ('l1', ESRGAN and Real-ESRGAN) difference
+  over all values of [N, H, W, 3] images in [-1, 1]."""
+  return _distance(sr.astype(jnp.float32), hr.astype(jnp.float32), criterion)
+
+
+def feature_distance(sr_features: jnp.ndarray, hr_features: jnp.ndarray,
+                     feature_scale: float, criterion: str = 'mse') -> jnp.ndarray:
+  """VGG content loss: the mean squared ('mse', the paper) or absolute ('l1', Real-ESRGAN)
+  difference of feature maps [N, h, w, C], each multiplied by `feature_scale` first.
 
   HR features are a target: no gradient flows into them.
   """
   hr_features = jax.lax.stop_gradient(hr_features)
-  return jnp.mean(jnp.square((sr_features - hr_features) * feature_scale))
+  return _distance(sr_features * feature_scale, hr_features * feature_scale, criterion)
 
 
 def generator_adversarial(fake_logits: jnp.ndarray) -> jnp.ndarray:

@@ -252,17 +252,23 @@ def make_train_step(config, models: build.Models, adversarial: bool,
     if vgg_features is not None:
       hr_features = vgg_features.apply({'params': vgg_params},
                                        vgg.preprocess(hr, vgg_source))
+    layer_weights = build.vgg_layer_weights(config)
 
     def sr_loss_fn(sr):
       terms = {}
       if vgg_features is None:
-        terms['content_loss'] = losses.pixel_mse(sr, hr)
+        terms['content_loss'] = losses.pixel_distance(sr, hr, loss_config.criterion)
       else:
         sr_features = vgg_features.apply({'params': vgg_params}, vgg.preprocess(sr, vgg_source))
-        terms['content_loss'] = losses.feature_mse(sr_features, hr_features,
-                                                   loss_config.vgg_feature_scale)
+        terms['content_loss'] = sum(
+            weight * losses.feature_distance(s, h, loss_config.vgg_feature_scale,
+                                             loss_config.criterion)
+            for weight, s, h in zip(layer_weights, sr_features, hr_features))
         terms['pixel_mse'] = jax.lax.stop_gradient(losses.pixel_mse(sr, hr))
       total = loss_config.content_weight * terms['content_loss']
+      if loss_config.pixel_weight:
+        terms['pixel_loss'] = losses.pixel_distance(sr, hr, loss_config.criterion)
+        total = total + loss_config.pixel_weight * terms['pixel_loss']
       if adversarial:
         # D in training mode, as in the D step; its batch-stat updates here are dropped.
         fake_logits, _ = discriminator.apply(

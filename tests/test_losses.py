@@ -13,9 +13,21 @@ def test_pixel_mse_by_hand():
   assert float(losses.pixel_mse(sr, hr)) == pytest.approx((1 + 0 + 4) / 3)
 
 
-def test_feature_mse_scales_features_before_squaring():
+def test_pixel_l1_by_hand():
+  sr = jnp.array([[[[1.0, 0.0, -1.0]]]])
+  hr = jnp.array([[[[0.0, 0.5, 1.0]]]])
+  assert float(losses.pixel_distance(sr, hr, 'l1')) == pytest.approx((1 + 0.5 + 2) / 3)
+  assert float(losses.pixel_distance(sr, hr, 'mse')) == pytest.approx((1 + 0.25 + 4) / 3)
+  with pytest.raises(ValueError, match="criterion must be one of .*'L1'"):
+    losses.pixel_distance(sr, hr, 'L1')
+
+
+def test_feature_distance_scales_features_first():
   a, b = jnp.full((1, 2, 2, 1), 12.75), jnp.zeros((1, 2, 2, 1))
-  assert float(losses.feature_mse(a, b, 1 / 12.75)) == pytest.approx(1.0)
+  a = a.at[0, 0, 0, 0].set(-25.5)
+  # Scaled: three differences of 1 and one of -2.
+  assert float(losses.feature_distance(a, b, 1 / 12.75)) == pytest.approx((3 + 4) / 4)
+  assert float(losses.feature_distance(a, b, 1 / 12.75, 'l1')) == pytest.approx((3 + 2) / 4)
 
 
 def test_adversarial_losses_by_hand():

@@ -89,10 +89,10 @@ def test_discriminator_on_real_and_fake_in_one_call_equals_two_calls():
 
 def test_vgg_truncates_after_requested_layer():
   for layer, shape, channels in [('conv2_2', (1, 16, 12), 128), ('conv5_4', (1, 2, 1), 512)]:
-    module = VGG19Features(layer)
+    module = VGG19Features((layer,))
     x = jnp.zeros((1, 32, 24, 3))
     variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
-    out = jax.eval_shape(lambda v: module.apply(v, x), variables)
+    (out,) = jax.eval_shape(lambda v: module.apply(v, x), variables)
     assert out.shape == (*shape, channels)
     names = set(variables['params'])
     assert layer in names
@@ -101,10 +101,10 @@ def test_vgg_truncates_after_requested_layer():
 
 def test_vgg_before_activation_can_be_negative():
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 16, 16, 3))
-  before = VGG19Features('conv1_2', after_activation=False)
-  after = VGG19Features('conv1_2', after_activation=True)
+  before = VGG19Features(('conv1_2',), after_activation=False)
+  after = VGG19Features(('conv1_2',), after_activation=True)
   variables = before.init(jax.random.PRNGKey(0), x)
-  b, a = before.apply(variables, x), after.apply(variables, x)
+  (b,), (a,) = before.apply(variables, x), after.apply(variables, x)
   assert float(b.min()) < 0
   np.testing.assert_allclose(np.asarray(a), np.maximum(np.asarray(b), 0), atol=1e-6)
 

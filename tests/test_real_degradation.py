@@ -612,9 +612,13 @@ def test_real_configs_and_a_wrong_kind():
   for module in (real_srresnet_291, real_srgan_mse_291):
     config = module.get_config()
     assert config.degradation.kind == 'realesrgan' and config.loss.content == 'pixel'
-    assert config.degradation.jpeg_range == rd.DEFAULTS['jpeg_range']
     assert config.degradation.crop_pad_size > config.data.hr_crop_size
     train.validate_config(config)  # crop_pad_size a multiple of the scale.
+  assert real_srgan_mse_291.get_config().degradation.jpeg_range == rd.DEFAULTS['jpeg_range']
+  # Stage 1 for photos: the shipped SRResNet fine-tuned on the milder, photo-like mix.
+  config = real_srresnet_291.get_config()
+  assert config.init_from == 'srresnet' and config.degradation.clean_prob > 0
+  assert config.degradation.resize_prob == config.degradation.resize_prob2 == (0.0, 0.0, 1.0)
   assert real_srgan_mse_291.get_config().loss.adversarial_weight == \
       srgan_mse_291.get_config().loss.adversarial_weight > 0
   config = real_srresnet_291.get_config()

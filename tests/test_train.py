@@ -53,6 +53,41 @@ def test_srresnet_step_lowers_pixel_loss(tiny_config):
   assert state.d_params == {}
 
 
+def test_perceptual_loss_of_several_layers_is_their_weighted_sum(tiny_config):
+  """Real-ESRGAN's form of the content loss (L1 on several VGG19 layers before their ReLU,
+  weighted, plus an L1 pixel term), as the step computes it, against the same sum taken
+  layer by layer in numpy from single-layer VGG19s (each checked against Keras in
+  test_vgg)."""
+  config = tiny_config
+  config.loss.content = 'vgg12,vgg22,vgg34'
+  config.loss.vgg_layer_weights = (0.1, 0.5, 1.0)
+  config.loss.criterion = 'l1'
+  config.loss.vgg_after_activation = False
+  config.loss.vgg_feature_scale = 1 / 50
+  config.loss.pixel_weight = 0.3
+  config.loss.adversarial_weight = 0.0
+  models = build.build_models(config)
+  state = _init(config)
+  params = vgg.random_params(0)
+  hr = _fixed_batch(config)
+  _, metrics = jax.jit(_step(config, False))(state, hr, params)
+
+  lr = degradation.downscale_uint8_batch(hr, 4, True)
+  sr, _ = models.generator.apply({'params': state.g_params, 'batch_stats': state.g_batch_stats},
+                                 lr, train=True, mutable=['batch_stats'])
+  target = hr.astype(jnp.float32) / 127.5 - 1
+  content = 0.0
+  for layer, weight in (('conv1_2', 0.1), ('conv2_2', 0.5), ('conv3_4', 1.0)):
+    features = vgg.VGG19Features((layer,), after_activation=False)
+    (a,), (b,) = (features.apply({'params': params}, vgg.preprocess(x, 'random'))
+                  for x in (sr, target))
+    content += weight * np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b)) / 50)
+  pixel = np.mean(np.abs(np.asarray(sr, np.float64) - np.asarray(target)))
+  assert float(metrics['content_loss']) == pytest.approx(content, rel=1e-4)
+  assert float(metrics['pixel_loss']) == pytest.approx(pixel, rel=1e-4)
+  assert float(metrics['g_loss']) == pytest.approx(content + 0.3 * pixel, rel=1e-4)
+
+
 @pytest.mark.slow
 def test_srgan_step_lowers_content_and_discriminator_losses(tiny_config):
   tiny_config.loss.content = 'vgg22'
@@ -328,7 +363,12 @@ def test_stop_request_signals_in_a_process_started_with_sigint_ignored():
     ('loss.adversarial_weight', -1e-3, 'adversarial_weight must be at least 0'),
     ('generator.scale', 3, 'scale must be 2, 4 or 8, got 3'),
     ('data.hr_crop_size', 30, r'hr_crop_size \(30\) must be a multiple of the scale \(4\)'),
-    ('loss.content', 'vgg23x', "loss.content must be one of .*'vgg23x'"),
+    ('loss.content', 'vgg23x', "loss.content must be 'pixel' or VGG layers.*'vgg23x'"),
+    ('loss.content', 'vgg54,vgg61', "loss.content must be .*names unknown or repeated"),
+    ('loss.vgg_layer_weights', (0.1, 1.0), r'needs one weight per layer of loss.content'),
+    ('loss.criterion', 'L2', "loss.criterion must be one of .*'L2'"),
+    ('loss.pixel_weight', 1.0, "with loss.content='pixel' set loss.content_weight instead"),
+    ('loss.pixel_weight', -1.0, 'pixel_weight must be at least 0'),
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
     ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
     ('generator.output_conv', 'subpix', "output_conv must be one of .*'subpix'"),

@@ -52,7 +52,8 @@ def test_port_equals_keras_vgg19_on_random_weights():
   for layer in ('conv2_2', 'conv5_4'):
     reference = keras.Model(model.inputs, model.get_layer(KERAS_LAYER(layer)).output)
     expected = np.asarray(reference(x))
-    ours = np.asarray(vgg.VGG19Features(layer).apply({'params': params}, x))
+    (ours,) = vgg.VGG19Features((layer,)).apply({'params': params}, x)
+    ours = np.asarray(ours)
     diff = np.abs(ours - expected).max()
     print(f'phi {layer}: max |ours - keras| = {diff:.3e} (values up to {np.abs(expected).max():.3e})')
     assert ours.shape == expected.shape
@@ -78,7 +79,8 @@ def test_fetched_vgg19_equals_keras_vgg19_loading_the_published_file():
   model = keras.applications.VGG19(weights=h5, include_top=False, input_shape=(None, None, 3))
   expected = np.asarray(keras.Model(model.inputs, model.get_layer('block5_conv4').output)(x))
   params = weights.nested(weights.load('vgg19_keras', cache))
-  ours = np.asarray(vgg.VGG19Features('conv5_4').apply({'params': params}, x))
+  (ours,) = vgg.VGG19Features().apply({'params': params}, x)
+  ours = np.asarray(ours)
   diff = np.abs(ours - expected).max()
   print(f'conv5_4: max |ours - keras| = {diff:.3e} (values up to {np.abs(expected).max():.3e})')
   assert ours.shape == expected.shape == (1, 10, 14, 512)

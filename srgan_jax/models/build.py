@@ -5,12 +5,12 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 
+from srgan_jax import losses
 from srgan_jax.models import vgg
 from srgan_jax.models.discriminator import Discriminator
 from srgan_jax.models.generator import Generator
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-CONTENT_LOSSES = ('pixel', 'vgg22', 'vgg54')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,28 @@ class Models:
 
 def uses_discriminator(config) -> bool:
   return config.loss.adversarial_weight > 0
+
+
+def vgg_layers(config) -> tuple[str, ...]:
+  """The VGG19 layers of the content loss: () for 'pixel', ('conv5_4',) for 'vgg54',
+  ('conv1_2', ..., 'conv5_4') for 'vgg12,vgg22,vgg34,vgg44,vgg54'."""
+  if config.loss.content == 'pixel':
+    return ()
+  try:
+    return vgg.layers_for_loss(config.loss.content)
+  except ValueError as error:
+    raise ValueError(f"config.loss.content must be 'pixel' or VGG layers like vgg54 or "
+                     f'vgg12,vgg22,vgg34,vgg44,vgg54: {error}') from None
+
+
+def vgg_layer_weights(config) -> tuple[float, ...]:
+  """One weight per VGG content layer: config.loss.vgg_layer_weights, or 1 each if empty."""
+  layers = vgg_layers(config)
+  layer_weights = tuple(float(w) for w in config.loss.vgg_layer_weights) or (1.0,) * len(layers)
+  if len(layer_weights) != len(layers):
+    raise ValueError(f'config.loss.vgg_layer_weights {tuple(config.loss.vgg_layer_weights)} '
+                     f'needs one weight per layer of loss.content {config.loss.content!r}')
+  return layer_weights
 
 
 def generator_from_config(g_config, dtype: Any = jnp.float32) -> Generator:
@@ -39,9 +61,14 @@ def build_models(config) -> Models:
   The modules check their own settings (scale, conv forms) here, so a bad config fails
   before anything compiles.
   """
-  if config.loss.content not in CONTENT_LOSSES:
-    raise ValueError(f'config.loss.content must be one of {CONTENT_LOSSES}, '
-                     f'got {config.loss.content!r}')
+  layers = vgg_layers(config)
+  if config.loss.criterion not in losses.CRITERIA:
+    raise ValueError(f'config.loss.criterion must be one of {losses.CRITERIA}, '
+                     f'got {config.loss.criterion!r}')
+  vgg_layer_weights(config)
+  if not layers and config.loss.pixel_weight > 0:
+    raise ValueError('config.loss.pixel_weight adds a pixel term beside a VGG content loss; '
+                     "with loss.content='pixel' set loss.content_weight instead")
   if config.train.compute_dtype not in DTYPES:
     raise ValueError(f'config.train.compute_dtype must be one of {tuple(DTYPES)}, '
                      f'got {config.train.compute_dtype!r}')
@@ -52,8 +79,8 @@ def build_models(config) -> Models:
                                   dense_features=config.discriminator.dense_features,
                                   dtype=dtype)
   vgg_features = None
-  if config.loss.content != 'pixel':
-    vgg_features = vgg.VGG19Features(output_layer=vgg.layer_for_loss(config.loss.content),
+  if layers:
+    vgg_features = vgg.VGG19Features(output_layers=layers,
                                      after_activation=config.loss.vgg_after_activation,
                                      dtype=dtype)
   return Models(generator_from_config(config.generator, dtype), discriminator, vgg_features)

@@ -10,7 +10,7 @@ convention belongs to the weights' source (`preprocess`):
 - 'random':      fresh init (mechanics tests only), Keras preprocessing.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,23 +31,29 @@ IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class VGG19Features(nn.Module):
-  """VGG19 up to one layer's output.
+  """VGG19 up to the deepest of the layers asked for.
 
   Attributes:
-    output_layer: 'convI_J', the phi_i,j to return.
-    after_activation: return phi_i,j after its ReLU (the paper) or before it.
+    output_layers: the phi_i,j to return, as 'convI_J' names (the paper's VGG54 is
+      ('conv5_4',); Real-ESRGAN's perceptual loss takes five).
+    after_activation: return each phi_i,j after its ReLU (the paper) or before it
+      (ESRGAN, Real-ESRGAN).
     dtype: compute dtype.
   """
 
-  output_layer: str = 'conv5_4'
+  output_layers: Sequence[str] = ('conv5_4',)
   after_activation: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    """Maps preprocessed images [N, H, W, 3] to features [N, H/2^(i-1), W/2^(i-1), C] (float32)."""
-    if self.output_layer not in LAYER_NAMES:
-      raise ValueError(f'unknown VGG19 layer {self.output_layer!r}; one of {LAYER_NAMES}')
+  def __call__(self, x) -> tuple:
+    """Maps preprocessed images [N, H, W, 3] to one float32 feature map
+    [N, H/2^(i-1), W/2^(i-1), C] per output layer, in the order of `output_layers`."""
+    unknown = [name for name in self.output_layers if name not in LAYER_NAMES]
+    if unknown or not self.output_layers:
+      raise ValueError(f'unknown VGG19 layers {unknown}; choose from {LAYER_NAMES}')
+    last = max(LAYER_NAMES.index(name) for name in self.output_layers)
+    found = {}
     x = x.astype(self.dtype)
     for block, count in BLOCKS:
       if block > 1:
@@ -55,19 +61,29 @@ class VGG19Features(nn.Module):
       for j in range(1, count + 1):
         name = f'conv{block}_{j}'
         x = nn.Conv(CHANNELS[block], (3, 3), dtype=self.dtype, name=name)(x)
-        if name == self.output_layer and not self.after_activation:
-          return x.astype(jnp.float32)
+        if name in self.output_layers and not self.after_activation:
+          found[name] = x.astype(jnp.float32)
         x = nn.relu(x)
-        if name == self.output_layer:
-          return x.astype(jnp.float32)
+        if name in self.output_layers and self.after_activation:
+          found[name] = x.astype(jnp.float32)
+        if name == LAYER_NAMES[last]:
+          return tuple(found[name] for name in self.output_layers)
     raise AssertionError('unreachable')
 
 
-def layer_for_loss(content: str) -> str:
-  """'vgg22' -> 'conv2_2', 'vgg54' -> 'conv5_4'."""
-  if len(content) != 5 or not content.startswith('vgg') or not content[3:].isdigit():
-    raise ValueError(f'VGG content loss must look like vgg22 or vgg54, got {content!r}')
-  return f'conv{content[3]}_{content[4]}'
+def layers_for_loss(content: str) -> tuple[str, ...]:
+  """'vgg54' -> ('conv5_4',); 'vgg12,vgg22' -> ('conv1_2', 'conv2_2')."""
+  names = tuple(part.strip() for part in content.split(','))
+  for part in names:
+    if len(part) != 5 or not part.startswith('vgg') or not part[3:].isdigit():
+      raise ValueError(f'VGG content loss must look like vgg22, vgg54 or vgg12,vgg22,...; '
+                       f'got {content!r}')
+  layers = tuple(f'conv{part[3]}_{part[4]}' for part in names)
+  unknown = [layer for layer in layers if layer not in LAYER_NAMES]
+  if unknown or len(set(layers)) != len(layers):
+    raise ValueError(f'VGG content loss {content!r} names unknown or repeated layers; '
+                     f'VGG19 has {LAYER_NAMES}')
+  return layers
 
 
 def preprocess(images: jnp.ndarray, source: str) -> jnp.ndarray:
@@ -83,6 +99,6 @@ def preprocess(images: jnp.ndarray, source: str) -> jnp.ndarray:
 
 def random_params(seed: int = 0) -> dict:
   """Fresh VGG19 params (He-style init from Flax defaults); for mechanics tests only."""
-  variables = VGG19Features('conv5_4').init(
+  variables = VGG19Features(('conv5_4',)).init(
       jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3), jnp.float32))
   return jax.tree.map(np.asarray, variables['params'])
