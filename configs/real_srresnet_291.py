@@ -28,10 +28,14 @@ PHOTO_DEGRADATION = dict(
     sinc_prob=0.0,
     resize_prob=(0.0, 0.0, 1.0),  # No first resize.
     noise_range=(1.0, 10.0),
+    # Poisson noise as strong as that Gaussian: scale 1 gives sigma sqrt(255 x) levels,
+    # about 11 at mid-grey (Real-ESRGAN's up to 3 is a very noisy sensor).
+    poisson_scale_range=(0.05, 1.0),
     jpeg_range=(90.0, 95.0),
     second_blur_prob=0.0,
     resize_prob2=(0.0, 0.0, 1.0),  # No second resize.
     noise_range2=(1.0, 3.0),
+    poisson_scale_range2=(0.05, 0.3),
     jpeg_range2=(30.0, 95.0),
     final_sinc_prob=0.0,
     clean_prob=0.2,
