@@ -36,7 +36,8 @@ def model_choices(models: list[str], workdirs: list[str]) -> dict:
   for name, file in model_file.PRETRAINED.items():
     path = os.path.join(model_file.PRETRAINED_DIR, file)
     if os.path.isfile(path) and path not in choices.values():
-      choices[f'{name} (pretrained)'] = path
+      hint = model_file.PRETRAINED_HINTS.get(name)
+      choices[f'{name} (pretrained{": " + hint if hint else ""})'] = path
   return choices
 
 

@@ -186,6 +186,10 @@ def test_upscale_without_a_model_uses_the_pretrained_srresnet(tiny_model, tmp_pa
       (tiny_model, tiny_model), ('srresnet (pretrained)', pretrained)]
   assert demo.model_choices(['srresnet'], []) == {'srresnet': pretrained}
   assert demo.model_choices([], []) == {'srresnet (pretrained)': pretrained}
+  # The model for photos says what it is for.
+  shutil.copy(tiny_model, tmp_path / 'pretrained' / 'real_x4.npz')
+  assert demo.model_choices([], [])['real (pretrained: for JPEGs, phone and web photos)'] == \
+      str(tmp_path / 'pretrained' / 'real_x4.npz')
   # evaluate takes the name as a model file, not as a run folder to write into.
   (tmp_path / 'Mini' / 'HR').mkdir(parents=True)
   Image.fromarray(np.tile(images.read_rgb(photo), (2, 2, 1))).save(tmp_path / 'Mini' / 'HR' / 'a.png')

@@ -100,3 +100,49 @@ def test_upscale_with_no_model_is_the_committed_srresnet(tmp_path, monkeypatch):
   default = images.read_rgb(str(tmp_path / 'upscaled' / 'photo_x4.png'))
   assert default.shape == (80, 112, 3)
   np.testing.assert_array_equal(default, images.read_rgb(str(tmp_path / 'named' / 'photo_x4.png')))
+
+
+@pytest.mark.slow
+def test_models_for_photos_hold_their_conditions_on_degraded_set14(tmp_path, capsys):
+  """The two models for real photos against the shipped SRResNet on Set14's official LR
+  saved at JPEG quality 50, with Gaussian noise of sigma 10 and through Real-ESRGAN's
+  degradation (seed 0), each written by `python -m srgan_jax.degrade`:
+  - real_srresnet (stage 1, fidelity): at least 0.3 dB PSNR-Y past SRResNet at JPEG 50,
+    within 1.5 dB of it on clean LR;
+  - real (stage 2, perceptual): LPIPS-alex at least 0.08 below SRResNet's at JPEG 50 with
+    PSNR-Y at most 0.5 dB below; lower LPIPS-alex than SRResNet's after Real-ESRGAN's
+    degradation; no pixel-shuffle grid on clean Set14 (`grid` at most 0.5; HR 0.25)."""
+  from srgan_jax import degrade
+  rows = published_rows()
+  photo_models = [name for name in ('real_srresnet', 'real') if name in rows]
+  if not photo_models:
+    pytest.skip('neither real_srresnet nor real is shipped yet (pretrained/README.md)')
+  set14 = os.path.join(require_shared_data('sr_benchmarks'), 'Set14')
+  cache = fetched_weights('alexnet_torchvision', 'lpips_alex')
+  sets = {'Set14': set14}
+  for name, kind in (('Set14_jpeg50', ['--kind=jpeg', '--quality=50']),
+                     ('Set14_noise10', ['--kind=noise', '--sigma=10']),
+                     ('Set14_realesrgan', ['--seed=0'])):
+    sets[name] = str(tmp_path / name)
+    assert degrade.main([f'--data={set14}', f'--output={sets[name]}', *kind]) == 0
+  args = [f'--data={path}' for path in sets.values()] + [
+      '--metrics=psnr_y,lpips_alex,grid', f'--cache_dir={cache}', '--model=srresnet']
+  capsys.readouterr()
+  assert evaluate.main(args + [f'--model={name}' for name in photo_models]) == 0
+  scores = {}
+  for line in capsys.readouterr().out.splitlines():
+    if line.startswith('{'):
+      s = json.loads(line)
+      scores[s['method'].split(' ')[0].replace('_x4.npz', ''), s['dataset']] = s
+  print(json.dumps({f'{m}/{d}': v for (m, d), v in scores.items()}, indent=1))
+  base = lambda dataset: scores['srresnet', dataset]
+  if 'real_srresnet' in rows:
+    stage1 = lambda dataset: scores['real_srresnet', dataset]
+    assert stage1('Set14_jpeg50')['psnr_y'] >= base('Set14_jpeg50')['psnr_y'] + 0.3
+    assert stage1('Set14')['psnr_y'] >= base('Set14')['psnr_y'] - 1.5
+  if 'real' in rows:
+    stage2 = lambda dataset: scores['real', dataset]
+    assert stage2('Set14_jpeg50')['lpips_alex'] <= base('Set14_jpeg50')['lpips_alex'] - 0.08
+    assert stage2('Set14_jpeg50')['psnr_y'] >= base('Set14_jpeg50')['psnr_y'] - 0.5
+    assert stage2('Set14_realesrgan')['lpips_alex'] < base('Set14_realesrgan')['lpips_alex']
+    assert stage2('Set14')['grid'] <= 0.5
