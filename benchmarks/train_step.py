@@ -29,19 +29,29 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from configs import default
+from configs import default, real_srgan_291
 from srgan_jax import blur_kernels, train_step
 from srgan_jax.models import build, vgg
 
 
+ADVERSARIAL = ('srgan', 'real_srgan')
+
+
 def step_config(model: str, batch: int, dtype: str, crop: int, output_conv: str,
                 degradation: str = 'bicubic', crop_pad_size: int = 0):
-  config = default.get_config()
-  config.degradation.kind = degradation
+  """srgan: the paper's VGG54 + 1e-3 adversarial step; srresnet: pixel MSE;
+  real_srgan: configs/real_srgan_291.py (L1 pixel, five-layer L1 perceptual, 0.1
+  adversarial, its photo-like degradation when `degradation` is realesrgan)."""
+  if model == 'real_srgan':
+    config = real_srgan_291.get_config()
+    config.degradation.kind = degradation
+  else:
+    config = default.get_config()
+    config.degradation.kind = degradation
+    config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
+    config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.degradation.crop_pad_size = crop_pad_size
   config.generator.output_conv = output_conv
-  config.loss.content = 'vgg54' if model == 'srgan' else 'pixel'
-  config.loss.adversarial_weight = 1e-3 if model == 'srgan' else 0.0
   config.train.batch_size = batch
   config.train.compute_dtype = dtype
   config.data.hr_crop_size = crop
@@ -57,7 +67,7 @@ class StepRunner:
 
   def __init__(self, config, model: str, packed=None):
     batch, crop = config.train.batch_size, config.data.hr_crop_size
-    self.adversarial = model == 'srgan'
+    self.adversarial = model in ADVERSARIAL
     vgg_params = vgg.random_params() if self.adversarial else {}
     self.step = train_step.CompiledStep(config, build.build_models(config),
                                         train_step.make_mesh(), vgg_params, 'keras', packed)
@@ -93,7 +103,7 @@ STATE_FORMS = {'auto': None, 'packed': True, 'tree': False}
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--models', default='srgan,srresnet', help='comma list: srgan, srresnet')
+  parser.add_argument('--models', default='srgan,srresnet', help='comma list: srgan, srresnet, real_srgan')
   parser.add_argument('--batch_sizes', default='16,64', help='comma list of global batch sizes')
   parser.add_argument('--dtypes', default='float32,bfloat16', help='comma list of compute dtypes')
   parser.add_argument('--crop', type=int, default=96, help='HR crop side (FLOPs scale with its area)')
@@ -133,7 +143,8 @@ def main():
     config = step_config(model, batch, dtype, args.crop, output_conv, kind, args.crop_pad_size)
     runner = StepRunner(config, model, STATE_FORMS[form])
     seconds = common.time_calls(runner, args.warmup, args.iters)
-    per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model == 'srgan'
+    # Real-ESRGAN's perceptual loss runs the same VGG19 to conv5_4 as VGG54.
+    per_image = (common.SRGAN_STEP_FLOP_PER_IMAGE if model in ADVERSARIAL
                  else common.SRRESNET_STEP_FLOP_PER_IMAGE) * (args.crop / 96) ** 2
     row = {'impl': 'jax', 'model': model, 'batch': batch, 'dtype': dtype, 'crop': args.crop,
            'output_conv': output_conv,

@@ -53,16 +53,22 @@ def test_train_step_benchmark_times_each_model_and_form(tmp_path):
 @pytest.mark.slow
 def test_train_step_benchmark_times_the_real_world_degradation_and_its_share(tmp_path):
   out = tmp_path / 'rows.jsonl'
-  result = run_python(['benchmarks/train_step.py', '--models=srresnet', '--batch_sizes=2',
-                       '--dtypes=float32', '--crop=32', '--degradations=bicubic,realesrgan',
-                       '--crop_pad_size=48', '--warmup=1', '--iters=2', f'--json={out}'])
+  result = run_python(['benchmarks/train_step.py', '--models=srresnet,real_srgan',
+                       '--batch_sizes=2', '--dtypes=float32', '--crop=32',
+                       '--degradations=bicubic,realesrgan', '--crop_pad_size=48', '--warmup=1',
+                       '--iters=2', f'--json={out}'])
   assert result.returncode == 0, result.stderr[-3000:]
-  bicubic, real = _rows(out)
-  assert (bicubic['degradation'], real['degradation']) == ('bicubic', 'realesrgan')
-  assert 'degradation_ms' not in bicubic
-  assert real['degradation_ms'] > 0 and real['crop_pad_size'] == 48 and real['crop'] == 32
-  assert real['degradation_share_of_step'] == pytest.approx(
-      real['degradation_ms'] / real['ms_per_step'])
+  rows = _rows(out)
+  assert [(r['model'], r['degradation']) for r in rows] == [
+      ('srresnet', 'bicubic'), ('srresnet', 'realesrgan'), ('real_srgan', 'bicubic'),
+      ('real_srgan', 'realesrgan')]
+  for bicubic, real in (rows[:2], rows[2:]):
+    assert 'degradation_ms' not in bicubic
+    assert real['degradation_ms'] > 0 and real['crop_pad_size'] == 48 and real['crop'] == 32
+    assert real['degradation_share_of_step'] == pytest.approx(
+        real['degradation_ms'] / real['ms_per_step'])
+  # Stage 2's step carries its perceptual and adversarial terms: a larger step.
+  assert rows[3]['ms_per_step'] > rows[1]['ms_per_step']
 
 
 @pytest.mark.slow

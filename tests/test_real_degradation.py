@@ -607,20 +607,25 @@ def test_degrade_jpeg_and_noise_degrade_the_official_lr_once(tmp_path, capsys):
 
 
 def test_real_configs_and_a_wrong_kind():
-  from configs import real_srgan_mse_291, real_srresnet_291, srgan_mse_291
+  from configs import real_srgan_291, real_srresnet_291
   from srgan_jax import train, train_step
-  for module in (real_srresnet_291, real_srgan_mse_291):
+  for module in (real_srresnet_291, real_srgan_291):
     config = module.get_config()
-    assert config.degradation.kind == 'realesrgan' and config.loss.content == 'pixel'
+    assert config.degradation.kind == 'realesrgan'
     assert config.degradation.crop_pad_size > config.data.hr_crop_size
     train.validate_config(config)  # crop_pad_size a multiple of the scale.
-  assert real_srgan_mse_291.get_config().degradation.jpeg_range == rd.DEFAULTS['jpeg_range']
-  # Stage 1 for photos: the shipped SRResNet fine-tuned on the milder, photo-like mix.
-  config = real_srresnet_291.get_config()
-  assert config.init_from == 'srresnet' and config.degradation.clean_prob > 0
-  assert config.degradation.resize_prob == config.degradation.resize_prob2 == (0.0, 0.0, 1.0)
-  assert real_srgan_mse_291.get_config().loss.adversarial_weight == \
-      srgan_mse_291.get_config().loss.adversarial_weight > 0
+  # Stage 1 for photos: the shipped SRResNet fine-tuned on the milder, photo-like mix, with
+  # the pixel loss; stage 2 goes on from it with Real-ESRGAN's losses, the same inputs.
+  stage1, stage2 = real_srresnet_291.get_config(), real_srgan_291.get_config()
+  assert (stage1.init_from, stage1.loss.content, stage1.loss.adversarial_weight) == (
+      'srresnet', 'pixel', 0.0)
+  assert stage1.degradation.clean_prob > 0
+  assert stage1.degradation.resize_prob == stage1.degradation.resize_prob2 == (0.0, 0.0, 1.0)
+  assert stage2.degradation == stage1.degradation
+  assert (stage2.init_from, stage2.loss.content, stage2.loss.vgg_layer_weights) == (
+      'real_srresnet', 'vgg12,vgg22,vgg34,vgg44,vgg54', (0.1, 0.1, 1.0, 1.0, 1.0))
+  assert (stage2.loss.criterion, stage2.loss.vgg_after_activation, stage2.loss.pixel_weight,
+          stage2.loss.adversarial_weight) == ('l1', False, 0.5, 0.1)
   config = real_srresnet_291.get_config()
   hr = jnp.zeros((2, 32, 32, 3), jnp.uint8)
   with pytest.raises(ValueError, match='needs each batch.s blur kernels'):
@@ -628,3 +633,30 @@ def test_real_configs_and_a_wrong_kind():
   config.degradation.kind = 'jpeg'
   with pytest.raises(ValueError, match="kind must be 'bicubic' or 'realesrgan', got 'jpeg'"):
     train_step.degrade(config, jax.random.PRNGKey(0), hr, None)
+
+
+@pytest.mark.slow
+def test_both_stages_for_photos_resume_bit_identical(tiny_config, tmp_path):
+  """configs/real_srresnet_291.py and configs/real_srgan_291.py at the tiny model's size:
+  stopped at step 2 and resumed, each ends where a run never stopped does. Stage 2 starts
+  from stage 1's run folder, as it starts from stage 1's model file at full size."""
+  from configs import real_srgan_291, real_srresnet_291
+  from srgan_jax import train
+  from tests.conftest import train_straight_and_resumed
+  start = ''
+  for name, module in (('stage1', real_srresnet_291), ('stage2', real_srgan_291)):
+    config = module.get_config()
+    for group in ('generator', 'discriminator', 'data'):
+      config[group] = tiny_config[group]
+    config.degradation.crop_pad_size = 48
+    config.vgg.allow_random_weights = True
+    config.init_from = start
+    config.eval.sets = ()
+    config.train.update(batch_size=4, num_steps=4, checkpoint_every_steps=2,
+                        log_every_steps=1, image_every_steps=0)
+    straight, resumed = train_straight_and_resumed(config, str(tmp_path / name), stop_at=2)
+    for a, b in zip(jax.tree.leaves(jax.device_get(straight)),
+                    jax.tree.leaves(jax.device_get(resumed))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert bool(straight.d_params) == (name == 'stage2')
+    start = str(tmp_path / name / 'straight')
