@@ -47,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
   # A pixel term beside a VGG content loss (ESRGAN and Real-ESRGAN keep one): it holds
   # colours, brightness and the pixel shuffle's 16 phases, which VGG features barely see.
   config.loss.pixel_weight = 0.0
+  # Holds the x4 pixel shuffle's 16 output phases to HR's mean detail (losses.phase_loss):
+  # VGG and D gradients, strided, otherwise drive them apart into a fine grid.
+  config.loss.phase_weight = 0.0
   config.loss.adversarial_weight = 1e-3  # 0 turns the discriminator off (SRResNet).
   # Steps of content-only training (D frozen and untouched) before the GAN starts.
   config.loss.adversarial_start_step = 0

@@ -18,10 +18,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from srgan_jax import niqe as niqe_lib, weights
+from srgan_jax import losses, niqe as niqe_lib, weights
 from srgan_jax.models import lpips
 
 
@@ -74,18 +73,13 @@ def pixel_grid(image: np.ndarray, period: int = 4) -> float:
 
   A x4 pixel shuffle that has not learnt to hide its phases leaves each of the 16 (row
   mod 4, column mod 4) output positions a little brighter or darker than its neighbours:
-  a fine checkerboard or stripes. The measure: luma (BT.601, 0.299 R + 0.587 G + 0.114 B)
-  minus its 5x5 box blur (edges mirrored about the half-pixel, scipy's 'reflect'), the
-  mean of that detail over each phase's pixels, and the standard deviation of those
-  period^2 means. Natural images score near 0.25 (Set14's HR) and real texture averages
-  out; a visible grid scores above 1. The whole image is scored (shaving changes which
-  border pixels count, not the phases).
+  a fine checkerboard or stripes. The measure: the standard deviation of the period^2
+  `losses.phase_means` (the mean of luma minus its 5x5 box blur at each position). Natural
+  images score near 0.25 (Set14's HR) and real texture averages out; a visible grid
+  scores above 1. The whole image is scored (shaving changes which border pixels count,
+  not the phases).
   """
-  x = image.astype(np.float64)
-  luma = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-  detail = luma - ndimage.uniform_filter(luma, size=5, mode='reflect')
-  means = [detail[i::period, j::period].mean() for i in range(period) for j in range(period)]
-  return float(np.std(means))
+  return float(np.std(np.asarray(losses.phase_means(jnp.asarray(image)[None], period))))
 
 
 def check_names(names) -> tuple[str, ...]:

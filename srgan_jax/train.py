@@ -57,7 +57,7 @@ def validate_config(config) -> build.Models:
                      ('eval.max_images', 0), ('data.num_shards', 0),
                      ('loss.adversarial_start_step', 0), ('loss.content_weight', 0),
                      ('loss.adversarial_weight', 0), ('loss.tv_weight', 0),
-                     ('loss.pixel_weight', 0)):
+                     ('loss.pixel_weight', 0), ('loss.phase_weight', 0)):
     section, key = field.split('.')
     if config[section][key] < low:
       raise ValueError(f'config.{field} must be at least {low}, got {config[section][key]}')

@@ -269,6 +269,9 @@ def make_train_step(config, models: build.Models, adversarial: bool,
       if loss_config.pixel_weight:
         terms['pixel_loss'] = losses.pixel_distance(sr, hr, loss_config.criterion)
         total = total + loss_config.pixel_weight * terms['pixel_loss']
+      if loss_config.phase_weight:
+        terms['phase_loss'] = losses.phase_loss(sr, hr)
+        total = total + loss_config.phase_weight * terms['phase_loss']
       if adversarial:
         # D in training mode, as in the D step; its batch-stat updates here are dropped.
         fake_logits, _ = discriminator.apply(

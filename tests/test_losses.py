@@ -1,10 +1,12 @@
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from srgan_jax import losses
+from tests.conftest import phase_means_by_scipy
 
 
 def test_pixel_mse_by_hand():
@@ -51,3 +53,32 @@ def test_total_variation_by_hand():
   image = jnp.array([[0.0, 1.0], [0.0, 1.0]]).reshape(1, 2, 2, 1)
   # Horizontal differences are all 1, vertical all 0.
   assert float(losses.total_variation(image)) == pytest.approx(1.0)
+
+
+def test_phase_means_equal_the_definition_by_scipy():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (2, 37, 22, 3)).astype(np.float32)  # Neither a multiple of 4.
+  ours = np.asarray(losses.phase_means(jnp.asarray(images)))
+  assert ours.shape == (2, 4, 4)
+  for image, means in zip(images, ours):
+    np.testing.assert_allclose(means, phase_means_by_scipy(image), atol=1e-6)
+
+
+def test_phase_loss_sees_a_grid_and_pulls_the_phases_back_to_hr():
+  rng = np.random.default_rng(1)
+  hr = jnp.asarray(rng.uniform(-0.5, 0.5, (1, 32, 32, 3)), jnp.float32)
+  grid = np.zeros((4, 4), np.float32)
+  grid[0, 0] = 0.1  # One phase of 16 brighter by 0.1: a grid of dots.
+  sr = hr + jnp.asarray(np.tile(grid, (8, 8)))[None, :, :, None]
+  assert float(losses.phase_loss(hr, hr)) == 0.0
+  assert float(losses.phase_loss(sr, hr)) > 0.005
+  # Texture of the same strength on no fixed phase costs far less.
+  noisy = hr + jnp.asarray(rng.normal(0, 0.1 / 4, (1, 32, 32, 3)), jnp.float32)
+  assert float(losses.phase_loss(noisy, hr)) < 0.3 * float(losses.phase_loss(sr, hr))
+  # Its gradient darkens the bright phase, and gradient steps remove the grid.
+  step = jax.grad(losses.phase_loss)(sr, hr)
+  assert float(step[0, 0, 0, 0]) > 0 and float(step[0, 1, 1, 0]) < 0
+  before = float(losses.phase_loss(sr, hr))
+  for rate in np.geomspace(20, 0.2, 100):
+    sr = sr - rate * jax.grad(losses.phase_loss)(sr, hr)
+  assert float(losses.phase_loss(sr, hr)) < 0.1 * before

@@ -14,7 +14,7 @@ import pytest
 
 from srgan_jax import degradation, losses, run_folder, train, train_step
 from srgan_jax.models import build, vgg
-from tests.conftest import REPO, run_python, train_straight_and_resumed
+from tests.conftest import REPO, phase_means_by_scipy, run_python, train_straight_and_resumed
 
 
 def _init(config, seed=0):
@@ -55,9 +55,9 @@ def test_srresnet_step_lowers_pixel_loss(tiny_config):
 
 def test_perceptual_loss_of_several_layers_is_their_weighted_sum(tiny_config):
   """Real-ESRGAN's form of the content loss (L1 on several VGG19 layers before their ReLU,
-  weighted, plus an L1 pixel term), as the step computes it, against the same sum taken
-  layer by layer in numpy from single-layer VGG19s (each checked against Keras in
-  test_vgg)."""
+  weighted, plus an L1 pixel term) and the phase term, as the step computes them, against
+  the same sum taken layer by layer in numpy from single-layer VGG19s (each checked against
+  Keras in test_vgg) and the phase means by scipy."""
   config = tiny_config
   config.loss.content = 'vgg12,vgg22,vgg34'
   config.loss.vgg_layer_weights = (0.1, 0.5, 1.0)
@@ -65,6 +65,7 @@ def test_perceptual_loss_of_several_layers_is_their_weighted_sum(tiny_config):
   config.loss.vgg_after_activation = False
   config.loss.vgg_feature_scale = 1 / 50
   config.loss.pixel_weight = 0.3
+  config.loss.phase_weight = 2.0
   config.loss.adversarial_weight = 0.0
   models = build.build_models(config)
   state = _init(config)
@@ -83,9 +84,12 @@ def test_perceptual_loss_of_several_layers_is_their_weighted_sum(tiny_config):
                   for x in (sr, target))
     content += weight * np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b)) / 50)
   pixel = np.mean(np.abs(np.asarray(sr, np.float64) - np.asarray(target)))
+  phase = np.mean([np.abs(phase_means_by_scipy(a) - phase_means_by_scipy(b))
+                   for a, b in zip(np.asarray(sr), np.asarray(target))])
   assert float(metrics['content_loss']) == pytest.approx(content, rel=1e-4)
   assert float(metrics['pixel_loss']) == pytest.approx(pixel, rel=1e-4)
-  assert float(metrics['g_loss']) == pytest.approx(content + 0.3 * pixel, rel=1e-4)
+  assert float(metrics['phase_loss']) == pytest.approx(phase, rel=1e-3)
+  assert float(metrics['g_loss']) == pytest.approx(content + 0.3 * pixel + 2 * phase, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -369,6 +373,7 @@ def test_stop_request_signals_in_a_process_started_with_sigint_ignored():
     ('loss.criterion', 'L2', "loss.criterion must be one of .*'L2'"),
     ('loss.pixel_weight', 1.0, "with loss.content='pixel' set loss.content_weight instead"),
     ('loss.pixel_weight', -1.0, 'pixel_weight must be at least 0'),
+    ('loss.phase_weight', -1.0, 'phase_weight must be at least 0'),
     ('train.ema_decay', 1.0, r'ema_decay must be in \[0, 1\)'),
     ('eval.best_metric', 'psnr', "best_metric must be one of .*'psnr'"),
     ('generator.output_conv', 'subpix', "output_conv must be one of .*'subpix'"),
