@@ -89,8 +89,8 @@ class RateTimer:
   def progress_line(self, step: int, metrics: dict) -> str:
     eta = (self.num_steps - step) / max(metrics['steps_per_s'], 1e-9)
     shown = ' '.join(f'{k}={metrics[k]:.4g}' for k in
-                     ('g_loss', 'content_loss', 'adversarial_loss', 'd_loss', 'd_real', 'd_fake',
-                      'psnr_rgb') if k in metrics)
+                     ('g_loss', 'content_loss', 'pixel_loss', 'phase_loss', 'adversarial_loss',
+                      'd_loss', 'd_real', 'd_fake', 'psnr_rgb') if k in metrics)
     return (f'step {step}/{self.num_steps} ({100 * step / self.num_steps:.1f}%) {shown} | '
             f'{metrics["steps_per_s"]:.2f} steps/s {metrics["images_per_s"]:.1f} img/s | '
             f'ETA {format_duration(eta)}')
