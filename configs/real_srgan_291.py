@@ -15,7 +15,7 @@ loss is Real-ESRGAN's (train_realesrgan_x4plus.yml), in this project's units:
   torchvision VGG19 takes [0, 1] divided by ImageNet's std (about 0.226): features are
   multiplied by 1/57.5 (= 1 / (255 x 0.226)) to bring them to that scale.
 - adversarial, weight 0.1, non-saturating BCE, one D step per G step, Adam at 1e-4.
-- the phase loss (`losses.phase_loss`), weight 1: without it the perceptual and adversarial
+- the phase loss (`losses.phase_loss`), weight 5: without it the perceptual and adversarial
   gradients drove the pixel shuffle's 16 phases into a grid within 200 steps
   (benchmarks/RESULTS.md).
 
@@ -36,7 +36,7 @@ def get_config():
   config.loss.criterion = 'l1'
   config.loss.pixel_weight = 0.5
   config.loss.adversarial_weight = 0.1
-  config.loss.phase_weight = 1.0
+  config.loss.phase_weight = 5.0
   config.vgg.source = 'keras'
   config.optimizer.learning_rate = 1e-4
   config.eval.metrics = ('psnr_y', 'ssim_y', 'lpips_alex')

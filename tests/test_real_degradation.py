@@ -626,6 +626,7 @@ def test_real_configs_and_a_wrong_kind():
       'real_srresnet', 'vgg12,vgg22,vgg34,vgg44,vgg54', (0.1, 0.1, 1.0, 1.0, 1.0))
   assert (stage2.loss.criterion, stage2.loss.vgg_after_activation, stage2.loss.pixel_weight,
           stage2.loss.adversarial_weight) == ('l1', False, 0.5, 0.1)
+  assert stage2.loss.phase_weight > 0 and stage1.loss.phase_weight == 0
   config = real_srresnet_291.get_config()
   hr = jnp.zeros((2, 32, 32, 3), jnp.uint8)
   with pytest.raises(ValueError, match='needs each batch.s blur kernels'):
