@@ -15,9 +15,9 @@ loss is Real-ESRGAN's (train_realesrgan_x4plus.yml), in this project's units:
   torchvision VGG19 takes [0, 1] divided by ImageNet's std (about 0.226): features are
   multiplied by 1/57.5 (= 1 / (255 x 0.226)) to bring them to that scale.
 - adversarial, weight 0.1, non-saturating BCE, one D step per G step, Adam at 1e-4.
-- the phase loss (`losses.phase_loss`), weight 5: without it the perceptual and adversarial
-  gradients drove the pixel shuffle's 16 phases into a grid within 200 steps
-  (benchmarks/RESULTS.md).
+- the phase loss (`losses.phase_loss`), weight 5, not in Real-ESRGAN: its U-Net D and
+  RRDB G differ from the paper's D and pixel-shuffle G, whose 16 output phases the
+  perceptual and adversarial gradients otherwise drive into a fine grid.
 
 best/ keeps the generator with the lowest LPIPS-alex on the first evaluation set (put the
 JPEG set first, as above).

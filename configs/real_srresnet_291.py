@@ -10,10 +10,10 @@ G starts from `pretrained/srresnet_x4.npz` (`init_from='srresnet'`); the loss (p
 optimiser and data are `configs/srresnet_291.py`'s. LR comes from Real-ESRGAN's
 degradation inside the step, in a milder, mostly first-order mix made for what people
 enlarge (phone and web JPEGs, some sensor noise) rather than Real-ESRGAN's heavy second
-order, which costs clean detail and did worse on JPEG inputs (benchmarks/RESULTS.md,
-"Which degradation for photos?"): light blur, noise, a light first JPEG, a faint second
-noise and a final JPEG over Real-ESRGAN's 30..95; a fifth of the samples keep the paper's
-bicubic LR, so clean detail is kept. HR is not sharpened. best/ keeps the generator with
+order, whose large blurs and resizes teach a model to invent detail that JPEG and noise
+did not take away: light blur, noise, a light first JPEG, a faint second noise and a
+final JPEG over Real-ESRGAN's 30..95; a fifth of the samples keep the paper's bicubic LR,
+so clean detail is kept. HR is not sharpened. best/ keeps the generator with
 the best PSNR-Y on the first evaluation set (put the JPEG set first, as above).
 """
 
