@@ -15,7 +15,7 @@ loss is Real-ESRGAN's (train_realesrgan_x4plus.yml), in this project's units:
   torchvision VGG19 takes [0, 1] divided by ImageNet's std (about 0.226): features are
   multiplied by 1/57.5 (= 1 / (255 x 0.226)) to bring them to that scale.
 - adversarial, weight 0.1, non-saturating BCE, one D step per G step, Adam at 1e-4.
-- the phase loss (`losses.phase_loss`), weight 5, not in Real-ESRGAN: its U-Net D and
+- the phase loss (`losses.phase_loss`), weight 1, not in Real-ESRGAN: its U-Net D and
   RRDB G differ from the paper's D and pixel-shuffle G, whose 16 output phases the
   perceptual and adversarial gradients otherwise drive into a fine grid.
 
@@ -36,7 +36,7 @@ def get_config():
   config.loss.criterion = 'l1'
   config.loss.pixel_weight = 0.5
   config.loss.adversarial_weight = 0.1
-  config.loss.phase_weight = 5.0
+  config.loss.phase_weight = 1.0
   config.vgg.source = 'keras'
   config.optimizer.learning_rate = 1e-4
   config.eval.metrics = ('psnr_y', 'ssim_y', 'lpips_alex')

@@ -75,18 +75,18 @@ def phase_means(images: jnp.ndarray, period: int = 4) -> jnp.ndarray:
 
 
 def phase_loss(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
-  """How far SR's `phase_means` sit from HR's across the batch, in squared 0..255 levels:
-  the mean over the 16 phases of (127.5 x the batch mean of SR's minus HR's)^2, for
-  [N, H, W, 3] images in [-1, 1].
+  """How far SR's `phase_means` sit from HR's, in squared 0..255 levels: the mean over
+  images and the 16 phases of (127.5 x (SR's - HR's))^2, for [N, H, W, 3] in [-1, 1].
 
   VGG features and the discriminator are strided: their gradients with respect to SR
   repeat with their stride, and the pixel shuffle's 16 output phases, each its own set of
   channels, follow them apart within a few hundred steps into a grid that neither loss
-  sees. A grid is the same on every image, while a crop's own phase means scatter with
-  its content, so the difference is averaged over the batch before it is squared: the
-  loss pulls on the shared offset and leaves each image's texture alone.
+  sees. The offset of a phase is its bias plus its filter applied to the image's mean
+  features, so it differs from image to image: each image's phase means are pinned to
+  its HR's. Squared, not absolute: a crop's texture scatters its phase means, and under an
+  absolute difference that scatter, not the grid, sets the gradient's sign.
   """
-  offset = jnp.mean(phase_means(sr) - jax.lax.stop_gradient(phase_means(hr)), axis=0)
+  offset = phase_means(sr) - jax.lax.stop_gradient(phase_means(hr))
   return jnp.mean(jnp.square(127.5 * offset))
 
 

@@ -66,20 +66,19 @@ def test_phase_means_equal_the_definition_by_scipy():
 
 def test_phase_loss_sees_a_grid_and_pulls_the_phases_back_to_hr():
   rng = np.random.default_rng(1)
-  hr = jnp.asarray(rng.uniform(-0.5, 0.5, (4, 32, 32, 3)), jnp.float32)
+  hr = jnp.asarray(rng.uniform(-0.5, 0.5, (4, 64, 64, 3)), jnp.float32)
   grid = np.zeros((4, 4), np.float32)
-  grid[0, 0] = 4 / 127.5  # One phase of 16 brighter by 4 levels, on every image: dots.
-  sr = hr + jnp.asarray(np.tile(grid, (8, 8)))[None, :, :, None]
+  grid[0, 0] = 4 / 127.5  # One phase of 16 brighter by 4 levels: a grid of dots.
+  sr = hr + jnp.asarray(np.tile(grid, (16, 16)))[None, :, :, None]
   assert float(losses.phase_loss(hr, hr)) == 0.0
-  offset = np.mean([phase_means_by_scipy(a) - phase_means_by_scipy(b)
-                    for a, b in zip(np.asarray(sr), np.asarray(hr))], axis=0)
-  assert float(losses.phase_loss(sr, hr)) == pytest.approx(np.mean((127.5 * offset) ** 2),
-                                                           rel=1e-4)
+  expected = np.mean([np.square(127.5 * (phase_means_by_scipy(a) - phase_means_by_scipy(b)))
+                      for a, b in zip(np.asarray(sr), np.asarray(hr))])
+  assert float(losses.phase_loss(sr, hr)) == pytest.approx(expected, rel=1e-4)
   # About the dot's 4 levels less its 5x5 blur (4/25), squared, in 1 phase of 16.
   assert 0.9 < float(losses.phase_loss(sr, hr)) < 1.0
-  # Texture as strong, on no fixed phase and different in each image, costs far less.
+  # Texture as strong, on no fixed phase, costs far less.
   noisy = hr + jnp.asarray(rng.normal(0, 4 / 127.5, hr.shape), jnp.float32)
-  assert float(losses.phase_loss(noisy, hr)) < 0.05 * float(losses.phase_loss(sr, hr))
+  assert float(losses.phase_loss(noisy, hr)) < 0.15 * float(losses.phase_loss(sr, hr))
   # Its gradient darkens the bright phase, and gradient steps remove the grid.
   step = jax.grad(losses.phase_loss)(sr, hr)
   assert float(step[0, 0, 0, 0]) > 0 and float(step[0, 1, 1, 0]) < 0
