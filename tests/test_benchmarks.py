@@ -325,3 +325,22 @@ def test_torch_reference_without_autocast_trains_bf16_networks():
   step, modules = torch_reference.make_step('srresnet', 2, 'float32', 32,
                                             torch_reference.Settings(autocast=False))
   assert next(modules['g'].parameters()).dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_perceptual_scale_benchmark_prints_both_networks_per_layer():
+  from tests.conftest import fetched_weights
+  cache = fetched_weights('vgg19_keras', 'vgg16_torchvision')
+  data = os.path.join(require_shared_data('sr_benchmarks'), 'Set14')
+  result = run_python(['benchmarks/perceptual_scale.py', '--images=comic', '--crop=64',
+                       f'--data={data}', f'--cache_dir={cache}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [dict(field.split('=') for field in line.split())
+          for line in result.stdout.splitlines() if line.startswith('layer=')]
+  assert [r['layer'] for r in rows] == ['conv1_2', 'conv2_2', 'conv3_4', 'conv4_4', 'conv5_4',
+                                        'weighted_sum']
+  for row in rows:
+    assert float(row['keras_vgg19_scaled']) > 0 and float(row['torchvision_vgg16']) > 0
+  total = rows[-1]
+  assert float(total['ratio']) == pytest.approx(
+      float(total['keras_vgg19_scaled']) / float(total['torchvision_vgg16']), rel=1e-3)
