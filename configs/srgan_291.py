@@ -9,7 +9,10 @@ G starts from the shipped SRResNet (`pretrained/srresnet_x4.npz`, trained by
 Keras VGG19's conv5_4 features before the fifth pool, scaled by 1/12.75) + 1e-3
 adversarial, Adam at 1e-4 for both, one D step per G step; 10^5 steps at 1e-4, then 10^5
 at 1e-5. Evaluated on Set14 and Set5; best/ keeps the generator with the lowest Set14 LPIPS
-(AlexNet), the perceptual distance SRGAN is judged by. Expected: the paper's SRGAN
+(AlexNet), the perceptual distance SRGAN is judged by. Beside the paper's loss, the phase
+term (`losses.phase_loss`, weight 1) keeps the 16 phases of the pixel shuffle from being
+driven into a fine grid by the strided VGG and D gradients, which the paper's loss alone
+does within a few hundred steps on this G. Expected: the paper's SRGAN
 scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SPSR's table).
 Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
@@ -23,7 +26,9 @@ def get_config():
   for group in ('loss', 'vgg', 'optimizer'):
     config[group] = paper[group]
   config.train.num_steps = paper.train.num_steps
-  config.eval.metrics, config.eval.best_metric = paper.eval.metrics, paper.eval.best_metric
+  config.eval.metrics = paper.eval.metrics + ('grid',)
+  config.eval.best_metric = paper.eval.best_metric
   config.eval.sets = tuple(reversed(config.eval.sets))  # Set14 first: best/ follows it.
   config.init_from = 'srresnet'
+  config.loss.phase_weight = 1.0
   return config
