@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from srgan_jax import evaluate, model_file, weights
-from tests.conftest import REPO, fetched_weights_if_any, require_shared_data
+from tests.conftest import REPO, fetched_weights, fetched_weights_if_any, require_shared_data
 
 README = os.path.join(REPO, 'pretrained', 'README.md')
 

@@ -81,6 +81,10 @@ def test_every_command_the_readme_shows_runs(tmp_path):
       if args[0] == 'main.py':
         args += TINY + (['--config.vgg.allow_random_weights=True']
                         if 'configs/srgan.py' in command else [])
+        if 'configs/real_' in command:  # From a pretrained G of the paper's size, scored by
+          # LPIPS: at the tiny size from scratch, by PSNR, on random VGG weights.
+          args += ['--config.init_from=', "--config.eval.metrics=('psnr_y',)",
+                   '--config.eval.best_metric=psnr_y', '--config.vgg.allow_random_weights=True']
       result = run_python(args, env)
       ran.append(' '.join(args[:3]))
       if args[:3] == ['-m', 'srgan_jax.weights', 'fetch']:
