@@ -19,33 +19,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
 from configs import real_srgan_291
 from srgan_jax import images, model_file, upscale, weights
-from srgan_jax.models import vgg
-
-VGG16_BLOCKS = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))  # (block, convolutions)
-
-
-def vgg16_pre_relu(params: dict, x: jnp.ndarray) -> list:
-  """torchvision VGG16 on preprocessed [N, H, W, 3]: each block's last conv before its ReLU."""
-  outputs = []
-  for block, count in VGG16_BLOCKS:
-    if block > 1:
-      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
-    for j in range(1, count + 1):
-      layer = params[f'conv{block}_{j}']
-      x = jax.lax.conv_general_dilated(x, layer['kernel'], (1, 1), 'SAME',
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + layer['bias']
-      if j == count:
-        outputs.append(x)
-      x = jax.nn.relu(x)
-  return outputs
-
+from srgan_jax.models import lpips, vgg
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
@@ -60,6 +40,7 @@ def main():
   layers = vgg.layers_for_loss(loss.content)
   keras_net = vgg.VGG19Features(layers, after_activation=False)
   keras_params = weights.nested(weights.load('vgg19_keras', args.cache_dir))
+  vgg16 = lpips.VGG16Features(before_relu=True)
   vgg16_params = weights.nested(weights.load('vgg16_torchvision', args.cache_dir))
   upscaler = upscale.load_upscaler(model_file.resolve(args.model))
   keras_sum, vgg16_sum = np.zeros(len(layers)), np.zeros(len(layers))
@@ -70,7 +51,8 @@ def main():
     pair = [jnp.asarray(x[None, :args.crop, :args.crop] / 127.5 - 1, jnp.float32) for x in (sr, hr)]
     a, b = (keras_net.apply({'params': keras_params}, vgg.preprocess(x, 'keras')) for x in pair)
     keras_sum += [float(jnp.mean(jnp.abs(s - h))) * loss.vgg_feature_scale for s, h in zip(a, b)]
-    a, b = (vgg16_pre_relu(vgg16_params, vgg.preprocess(x, 'torchvision')) for x in pair)
+    a, b = (vgg16.apply({'params': vgg16_params}, vgg.preprocess(x, 'torchvision'))
+            for x in pair)
     vgg16_sum += [float(jnp.mean(jnp.abs(s - h))) for s, h in zip(a, b)]
   keras_mean, vgg16_mean = keras_sum / len(names), vgg16_sum / len(names)
   layer_weights = np.asarray(loss.vgg_layer_weights)

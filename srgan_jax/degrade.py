@@ -150,6 +150,9 @@ def degrade_folder(data: str, output: str, seed: int, scale: int, settings: dict
       'settings': settings, 'skipped': skipped})
 
 
+SIMPLE_KINDS = ('jpeg', 'noise')
+
+
 def degrade_lr(lr: np.ndarray, kind: str, amount: float, seed: int, index: int) -> np.ndarray:
   """[h, w, 3] uint8 LR -> the same, degraded once: kind 'jpeg' (`amount`: Pillow's
   quality, 4:2:0 chroma), or 'noise' (`amount`: Gaussian sigma on 0..255, rounded and
@@ -162,9 +165,6 @@ def degrade_lr(lr: np.ndarray, kind: str, amount: float, seed: int, index: int) 
     noise = np.random.default_rng([seed, index]).normal(0.0, amount, lr.shape)
     return np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
   raise ValueError(f'unknown kind {kind!r}; one of {SIMPLE_KINDS}')
-
-
-SIMPLE_KINDS = ('jpeg', 'noise')
 
 
 def degrade_lr_files(data: str, output: str, kind: str, amount: float, seed: int,

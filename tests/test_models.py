@@ -162,3 +162,15 @@ def test_folding_a_conv_bias_into_batch_norm_keeps_the_inference_output():
   again = build.fold_biases_into_batch_norm(params, stats)
   chex_equal = jax.tree.map(lambda a, b: np.array_equal(a, b), again, (params, stats))
   assert all(jax.tree.leaves(chex_equal))
+
+
+def test_lpips_vgg16_taps_before_relu_are_the_taps_after_it_unrectified():
+  from srgan_jax.models import lpips
+  x = jax.random.normal(jax.random.PRNGKey(2), (1, 32, 32, 3))
+  variables = lpips.VGG16Features().init(jax.random.PRNGKey(0), x)
+  after = lpips.VGG16Features().apply(variables, x)
+  before = lpips.VGG16Features(before_relu=True).apply(variables, x)
+  assert [b.shape for b in before] == [a.shape for a in after]
+  assert float(before[0].min()) < 0
+  for b, a in zip(before, after):
+    np.testing.assert_allclose(np.maximum(np.asarray(b), 0), np.asarray(a), atol=1e-6)

@@ -49,9 +49,12 @@ class AlexNetFeatures(nn.Module):
 
 
 class VGG16Features(nn.Module):
-  """torchvision's `vgg16().features` up to relu5_3; returns relu1_2 ... relu5_3."""
+  """torchvision's `vgg16().features` up to relu5_3; returns relu1_2 ... relu5_3, or with
+  `before_relu` conv1_2 ... conv5_3 before their ReLU (the form a perceptual loss such as
+  Real-ESRGAN's takes)."""
 
   dtype: Any = jnp.float32
+  before_relu: bool = False
 
   @nn.compact
   def __call__(self, x) -> list:
@@ -60,9 +63,13 @@ class VGG16Features(nn.Module):
       if block > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
       for j in range(1, count + 1):
-        x = nn.relu(nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                            name=f'conv{block}_{j}')(x))
-      taps.append(x)
+        x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                    name=f'conv{block}_{j}')(x)
+        if j == count and self.before_relu:
+          taps.append(x)
+        x = nn.relu(x)
+      if not self.before_relu:
+        taps.append(x)
     return taps
 
 
