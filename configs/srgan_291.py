@@ -14,9 +14,10 @@ term (`losses.phase_loss`, weight 0.05) keeps the 16 phases of the pixel shuffle
 driven into a fine grid by the strided VGG and D gradients, which the paper's loss alone
 does within a few hundred steps on this G. Its weight is small because VGG54's loss is
 (about 0.2): a phase term that outweighs it leaves colour, which VGG54 barely sees, to
-drift. Expected: the paper's SRGAN
-scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SPSR's table).
-Measured: pretrained/README.md gives the shipped run's command, steps and figures.
+drift. Evaluation and export see an EMA of G's params (decay 0.995): a GAN's generator
+swings from step to step, and its recent average is the steadier model. Expected: the
+paper's SRGAN scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843
+(SPSR's table). Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
 
 from configs import srgan, srresnet_291
@@ -33,4 +34,5 @@ def get_config():
   config.eval.sets = tuple(reversed(config.eval.sets))  # Set14 first: best/ follows it.
   config.init_from = 'srresnet'
   config.loss.phase_weight = 0.05
+  config.train.ema_decay = 0.995
   return config
