@@ -9,15 +9,21 @@ G starts from the shipped SRResNet (`pretrained/srresnet_x4.npz`, trained by
 Keras VGG19's conv5_4 features before the fifth pool, scaled by 1/12.75) + 1e-3
 adversarial, Adam at 1e-4 for both, one D step per G step; 10^5 steps at 1e-4, then 10^5
 at 1e-5. Evaluated on Set14 and Set5; best/ keeps the generator with the lowest Set14 LPIPS
-(AlexNet), the perceptual distance SRGAN is judged by. Beside the paper's loss, the phase
-term (`losses.phase_loss`, weight 0.05) keeps the 16 phases of the pixel shuffle from being
-driven into a fine grid by the strided VGG and D gradients, which the paper's loss alone
-does within a few hundred steps on this G. Its weight is small because VGG54's loss is
-(about 0.2): a phase term that outweighs it leaves colour, which VGG54 barely sees, to
-drift. Evaluation and export see an EMA of G's params (decay 0.995): a GAN's generator
-swings from step to step, and its recent average is the steadier model. Expected: the
-paper's SRGAN scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843
-(SPSR's table). Measured: pretrained/README.md gives the shipped run's command, steps and figures.
+(AlexNet), the perceptual distance SRGAN is judged by.
+
+Beside the paper's loss, two terms that its short runs here need:
+- the phase term (`losses.phase_loss`, weight 0.05) keeps the 16 phases of the pixel
+  shuffle from being driven into a fine grid by the strided VGG and D gradients, which the
+  paper's loss alone does within a few hundred steps on this G. Its weight is small
+  because VGG54's loss is (about 0.2): a phase term that outweighs it takes over G's
+  updates.
+- a pixel MSE term (`loss.pixel_weight` 1, about a tenth of VGG54's loss) holds colour,
+  which VGG54 barely sees: without it G's colours drift away from the LR's and PSNR
+  falls far below the paper's, with no gain in LPIPS.
+Evaluation and export see an EMA of G's params (decay 0.995): a GAN's generator swings
+from step to step, and its recent average is the steadier model. Expected: the paper's
+SRGAN scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SPSR's
+table). Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
 
 from configs import srgan, srresnet_291
@@ -34,5 +40,6 @@ def get_config():
   config.eval.sets = tuple(reversed(config.eval.sets))  # Set14 first: best/ follows it.
   config.init_from = 'srresnet'
   config.loss.phase_weight = 0.05
+  config.loss.pixel_weight = 1.0
   config.train.ema_decay = 0.995
   return config

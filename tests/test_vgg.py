@@ -214,6 +214,7 @@ def test_srgan_291_is_the_papers_second_phase_and_never_downloads(tmp_path):
           config.optimizer.learning_rate) == ('vgg54', 1e-3, 'keras', 1e-4)
   assert config.eval.best_metric == 'lpips_alex' and 'grid' in config.eval.metrics
   assert config.loss.phase_weight > 0  # Beside the paper's loss: no pixel-shuffle grid.
+  assert config.loss.pixel_weight > 0  # Holds colour, which VGG54 barely sees.
   assert 0 < config.train.ema_decay < 1
   assert os.path.basename(config.eval.sets[0]) == 'Set14'  # best/ follows the first set.
   config.vgg.cache_dir = str(tmp_path)
