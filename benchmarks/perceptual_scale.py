@@ -27,6 +27,7 @@ from configs import real_srgan_291
 from srgan_jax import images, model_file, upscale, weights
 from srgan_jax.models import lpips, vgg
 
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,20 +26,16 @@ SRGAN scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SP
 table). Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
 
-from configs import srgan, srresnet_291
+from configs import srgan, srgan_mse_291
 
 
 def get_config():
-  config = srresnet_291.get_config()  # The 291 images, Set5 and Set14.
-  paper = srgan.get_config()  # The paper's second phase: loss, VGG, optimiser, length, best/.
-  for group in ('loss', 'vgg', 'optimizer'):
+  # SRGAN-MSE's set-up (the 291 images, G from the shipped SRResNet, D, the paper's
+  # optimiser and length, the EMA, best/ by Set14 LPIPS) with the paper's VGG54 loss.
+  config = srgan_mse_291.get_config()
+  paper = srgan.get_config()
+  for group in ('loss', 'vgg'):
     config[group] = paper[group]
-  config.train.num_steps = paper.train.num_steps
-  config.eval.metrics = paper.eval.metrics + ('grid',)
-  config.eval.best_metric = paper.eval.best_metric
-  config.eval.sets = tuple(reversed(config.eval.sets))  # Set14 first: best/ follows it.
-  config.init_from = 'srresnet'
   config.loss.phase_weight = 0.05
   config.loss.pixel_weight = 1.0
-  config.train.ema_decay = 0.995
   return config
