@@ -310,7 +310,7 @@ def main(argv=None) -> int:
                       help='run folder to evaluate (or RUN/best); repeatable')
   parser.add_argument('--model', action='append',
                       help='model file to evaluate (python -m srgan_jax.export), or a '
-                           'pretrained model by name (srresnet, srgan_mse); repeatable')
+                           'pretrained model by name (srresnet, srgan, srgan_mse); repeatable')
   parser.add_argument('--method', choices=['bicubic'], help='a baseline')
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step of the run folders; default latest')

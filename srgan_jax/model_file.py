@@ -29,10 +29,12 @@ _META = '__model__'
 # Models trained by the project, in the repository's pretrained/ folder, by name.
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               'pretrained')
-PRETRAINED = {'srresnet': 'srresnet_x4.npz', 'srgan_mse': 'srgan_mse_x4.npz',
-              'real_srresnet': 'real_srresnet_x4.npz', 'real': 'real_x4.npz'}
+PRETRAINED = {'srresnet': 'srresnet_x4.npz', 'srgan': 'srgan_x4.npz',
+              'srgan_mse': 'srgan_mse_x4.npz', 'real_srresnet': 'real_srresnet_x4.npz',
+              'real': 'real_x4.npz'}
 # What each is for, where a user picks one (the demo's list).
-PRETRAINED_HINTS = {'real_srresnet': 'JPEGs and noisy photos, faithful',
+PRETRAINED_HINTS = {'srgan': "the paper's SRGAN: texture on clean images",
+                    'real_srresnet': 'JPEGs and noisy photos, faithful',
                     'real': 'for JPEGs, phone and web photos'}
 DEFAULT_PRETRAINED = 'srresnet'
 
