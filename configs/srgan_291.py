@@ -15,15 +15,17 @@ Beside the paper's loss, two terms that its short runs here need:
 - the phase term (`losses.phase_loss`, weight 0.05) keeps the 16 phases of the pixel
   shuffle from being driven into a fine grid by the strided VGG and D gradients, which the
   paper's loss alone does within a few hundred steps on this G. Its weight is small
-  because VGG54's loss is (about 0.2): a phase term that outweighs it takes over G's
-  updates.
+  because VGG54's loss is small too (about 0.2): a phase term that outweighs it takes
+  over G's updates.
 - a pixel MSE term (`loss.pixel_weight` 1, about a tenth of VGG54's loss) holds colour,
   which VGG54 barely sees: without it G's colours drift away from the LR's and PSNR
   falls far below the paper's, with no gain in LPIPS.
 Evaluation and export see an EMA of G's params (decay 0.995): a GAN's generator swings
 from step to step, and its recent average is the steadier model. Expected: the paper's
 SRGAN scores 29.40 / 26.02 dB PSNR on Set5 / Set14 and LPIPS 0.0882 / 0.1843 (SPSR's
-table). Measured: pretrained/README.md gives the shipped run's command, steps and figures.
+table). Measured: pretrained/README.md gives the shipped run's command, steps and figures;
+on 2 CPU cores it dropped to 1e-5 at step 6,000 (`--config.optimizer.lr_decay_steps=6000,`),
+where LPIPS had flattened at 1e-4.
 """
 
 from configs import srgan, srgan_mse_291

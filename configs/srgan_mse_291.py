@@ -14,8 +14,8 @@ weight, 0.01, keeps it near the pixel loss (about 0.015 for this G): the term is
 Evaluation and export see an EMA of G's params: a GAN's generator swings from step to
 step, and its recent average is the steadier model. best/ keeps the generator with the
 lowest Set14 LPIPS (AlexNet). Expected: PSNR below the SRResNet it starts from (the
-paper: SRGAN-MSE 30.64 dB on Set5 against SRResNet's 32.05), a lower NIQE and LPIPS. Measured: pretrained/README.md gives the shipped run's command, steps and
-figures.
+paper: SRGAN-MSE 30.64 dB on Set5 against SRResNet's 32.05), a lower NIQE and LPIPS.
+Measured: pretrained/README.md gives the shipped run's command, steps and figures.
 """
 
 from configs import srgan, srresnet_291
